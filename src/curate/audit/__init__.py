@@ -1,0 +1,1 @@
+"""Audit: what every stage removed and why."""

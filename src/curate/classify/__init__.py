@@ -1,0 +1,1 @@
+"""Model-based classifier stages (fastText, transformer)."""

@@ -1,0 +1,149 @@
+"""Pipeline recipes and runtime profiles, validated before any work starts.
+
+Errors name the file and the key path (``pipelines/x.yaml: stages[2].extract.timeout_s: ...``); the CLI
+turns :class:`ConfigError` into exit code 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate.registry import UnknownStageError, get_stage
+from curate.stage import DocumentStage, GlobalStage, Reader, StageParams
+
+
+class ConfigError(ValueError):
+    """A pipeline or profile that cannot run; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuntimeProfile(_Strict):
+    """``configs/*.yaml``: where and how to run, independent of what the pipeline does."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to join; None starts an embedded one")
+    workers: int | None = Field(None, ge=1, description="parallel file workers; default: all CPUs")
+    object_store_memory_mb: int | None = Field(None, ge=78, description="embedded Ray object store size")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for remote inputs/outputs (e.g. S3 endpoint)"
+    )
+
+
+@dataclass
+class Pipeline:
+    name: str
+    source_path: str
+    batch_size: int
+    stages: list[Reader | DocumentStage | GlobalStage] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved config: an output folder is only resumed by the same pipeline."""
+        resolved = {
+            "batch_size": self.batch_size,
+            "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
+        }
+        return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "batch_size": self.batch_size,
+            "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
+        }
+
+
+_TOP_LEVEL_KEYS = {"name", "description", "batch_size", "stages"}
+
+
+def _read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def _format_validation(path: str, prefix: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = f"{prefix}.{loc}" if loc else prefix
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{path}: {key}: {msg}")
+    return "\n".join(problems)
+
+
+def build_stage(name: str, params: Any, where: str, key: str) -> Reader | DocumentStage | GlobalStage:
+    try:
+        cls = get_stage(name)
+    except UnknownStageError as exc:
+        raise ConfigError(f"{where}: {key}: {exc.args[0]}") from exc
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: {key}.{name}: expected a mapping of parameters, got {params!r}")
+    try:
+        parsed: StageParams = cls.Params(**params)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(where, f"{key}.{name}", exc)) from exc
+    return cls(parsed)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    where = str(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'stages' list")
+    unknown = set(data) - _TOP_LEVEL_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: {sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{where}: stages: expected a non-empty list")
+    batch_size = data.get("batch_size", 512)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"{where}: batch_size: expected a positive integer, got {batch_size!r}")
+    stages: list[Reader | DocumentStage | GlobalStage] = []
+    for i, item in enumerate(stages_raw):
+        key = f"stages[{i}]"
+        if isinstance(item, str):
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}: {key}: expected one '<stage>: {{params}}' mapping, got {item!r}")
+        (name, params), = item.items()
+        stages.append(build_stage(str(name), params, where, key))
+    names = [s.name for s in stages]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{where}: stages: stage {sorted(dupes)[0]!r} appears twice (names key removed/ folders)")
+    if not isinstance(stages[0], Reader):
+        raise ConfigError(f"{where}: stages[0]: the first stage must be a reader (e.g. 'warc_read'), got {names[0]!r}")
+    for i, stage in enumerate(stages[1:], start=1):
+        if isinstance(stage, Reader):
+            raise ConfigError(f"{where}: stages[{i}]: a reader may only be the first stage")
+    return Pipeline(name=str(data.get("name", Path(path).stem)), source_path=where, batch_size=batch_size,
+                    stages=stages, raw=data)
+
+
+def load_profile(path: str | Path | None) -> RuntimeProfile:
+    if path is None:
+        return RuntimeProfile()
+    data = _read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    try:
+        return RuntimeProfile(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(str(path), "profile", exc)) from exc

@@ -1,0 +1,1 @@
+"""Readers: input files to document batches."""

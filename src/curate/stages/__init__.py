@@ -1,0 +1,3 @@
+"""Built-in per-document and global stages; importing this module registers them."""
+
+from curate.stages import extract, language  # noqa: F401
