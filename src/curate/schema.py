@@ -31,12 +31,17 @@ REMOVAL_FIELDS: list[pa.Field] = [
     pa.field("reason", pa.string()),
     pa.field("score", pa.float64()),
     pa.field("threshold", pa.float64()),
+    pa.field("error", pa.string()),  # set with reason == ERROR_REASON: the runner routes the row to errors/
 ]
+
+#: A row whose stage failed on it (an exception, a dead worker) is not a quality decision: it goes to
+#: ``errors/`` with the message, not to ``removed/``.
+ERROR_REASON = "error"
 
 DOCUMENT_SCHEMA = pa.schema(BASE_FIELDS + REMOVAL_FIELDS)
 
 #: Columns that never reach an output file.
-TRANSIENT_COLUMNS = ("html",)
+TRANSIENT_COLUMNS = ("html", "error")
 
 #: One row per record that could not be read or processed.
 ERROR_SCHEMA = pa.schema(
@@ -99,6 +104,15 @@ def mark_removed(
         old = batch[name] if name in batch.column_names else pa.nulls(n, type_)
         batch = set_column(batch, name, pc.if_else(remove, new, old))
     return batch
+
+
+def mark_failed(batch: pa.Table, failed: pa.Array | pa.ChunkedArray, stage: str,
+                messages: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Mark rows a stage could not process; ``messages`` is read only where ``failed`` holds."""
+    failed = pc.and_(pc.fill_null(failed, False), active_mask(batch))
+    batch = mark_removed(batch, failed, stage, ERROR_REASON)
+    old = batch["error"] if "error" in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    return set_column(batch, "error", pc.if_else(failed, messages.cast(pa.string()), old))
 
 
 def conform(batch: pa.Table) -> pa.Table:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from curate.schema import active_mask, mark_removed
+from curate.schema import active_mask, mark_failed, mark_removed
 
 
 class StageParams(BaseModel):
@@ -55,7 +55,10 @@ class DocumentStage:
         """Release what :meth:`setup` acquired (subprocesses, GPU memory)."""
 
     def process(self, batch: pa.Table) -> pa.Table:
-        """Return the same rows (all still active) with this stage's columns added or rows marked."""
+        """Return the same rows (all still active) with this stage's columns added or rows marked.
+
+        Must accept an empty table and add typed columns even then.
+        """
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -66,8 +69,7 @@ class DocumentStage:
         n_active = pc.sum(active).as_py() or 0
         if n_active == batch.num_rows:
             return self.process(batch)
-        if n_active == 0:
-            return batch
+        # Even with no active row, process the empty table: every batch then has the same columns.
         done = batch.filter(pc.invert(active))
         processed = self.process(batch.filter(active))
         return pa.concat_tables([processed, done], promote_options="default")
@@ -75,6 +77,10 @@ class DocumentStage:
     def remove(self, batch: pa.Table, mask, reasons, scores=None, thresholds=None) -> pa.Table:
         """Mark rows where ``mask`` holds as removed by this stage (see :func:`curate.schema.mark_removed`)."""
         return mark_removed(batch, mask, self.name, reasons, scores, thresholds)
+
+    def fail(self, batch: pa.Table, mask, messages) -> pa.Table:
+        """Send rows this stage could not process to ``errors/`` with ``messages``."""
+        return mark_failed(batch, mask, self.name, messages)
 
 
 class Reader:

@@ -1,0 +1,83 @@
+"""``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``.
+
+Exit codes: 0 success; 1 the run finished but conservation failed or inputs could not be processed
+(re-run to retry them); 2 invalid configuration or inputs, reported before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from curate.config import ConfigError, RuntimeProfile, load_pipeline, load_profile
+from curate.io.fs import InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description="Curate web crawls into pretraining corpora.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a pipeline over WARC inputs")
+    run.add_argument("pipeline", help="pipeline YAML (see pipelines/)")
+    run.add_argument("--input", "-i", nargs="+", required=True,
+                     help="WARC paths, globs, directories, s3:// or https:// URLs")
+    run.add_argument("--output", "-o", required=True, help="output folder (local path or s3://...)")
+    run.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, "
+                     "else start an embedded local Ray)")
+    run.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
+    run.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    stages = sub.add_parser("stages", help="list the registered stages")
+    stages.set_defaults(command="stages")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "stages":
+        from curate.registry import known_stages
+
+        print("\n".join(known_stages()))
+        return 0
+    try:
+        pipeline = load_pipeline(args.pipeline)
+        profile = load_profile(args.config)
+        overrides = {k: v for k, v in (("ray_address", args.ray_address), ("workers", args.workers)) if v}
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
+        profile = RuntimeProfile(**{**profile.model_dump(), **overrides})
+        from curate.runner import Runner
+
+        runner = Runner(pipeline, args.input, args.output, profile, progress=not args.no_progress)
+    except (ConfigError, InputError) as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = runner.run()
+    except ConfigError as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(result, args.output)
+    return 0 if result.ok else 1
+
+
+def _print_summary(result, output: str) -> None:
+    stats = result.stats
+    totals = result.conservation.totals
+    print(f"records by type: {json.dumps(stats['records'])}")
+    for name, s in stats["stages"].items():
+        reasons = ", ".join(f"{r}={n}" for r, n in list(s["reasons"].items())[:6])
+        print(f"  {name:<20} in={s['in']:<8} removed={s['removed']:<7} errors={s['errors']:<4} "
+              f"{s['seconds']:.1f}s  {reasons}")
+    verdict = "OK" if result.conservation.ok else "FAILED"
+    print(f"conservation {verdict}: documents read {totals.get('in', 0)} = kept {totals.get('kept', 0)} + "
+          f"removed {totals.get('removed', 0)} + errors {totals.get('errors', 0)}")
+    for line in result.conservation.failures():
+        print(f"  conservation failed: {line}")
+    for uri in result.failed_inputs:
+        print(f"  unfinished input (re-run to retry): {uri}")
+    print(f"output: {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

