@@ -3,7 +3,7 @@
 Per-document filters judge one page at a time, so they miss the short members of a pathological source:
 r/microwavegang posts are "m" repeated 20 to 20,000 times, a repetition filter catches the long runs
 but not "mmmmmmmmmmmmmmmmmmmm", and the survivors still teach a model to emit runs of "m" (the loss
-spikes reported for such a subreddit in a public model). When at least ``max_pathological_share`` of a
+spikes reported for such a subreddit in a public model; issue #3). When at least ``max_pathological_share`` of a
 source's documents (kept *and* removed, at least ``min_docs`` of them) were removed by the
 ``pathological_stages``, the source's remaining pages go too. Sources below the bar keep their healthy
 pages: one spam page must not cost a forum its other threads.
@@ -50,7 +50,9 @@ REPORT_SCHEMA = pa.schema(
 
 
 class QuarantineParams(StageParams):
-    min_docs: int = Field(5, ge=1, description="sources with fewer documents are never quarantined: too little evidence")
+    min_docs: int = Field(
+        5, ge=1, description="sources with fewer documents are never quarantined: too little evidence"
+    )
     max_pathological_share: float = Field(
         0.5, gt=0.0, le=1.0, description="quarantine when pathological / documents reaches this share"
     )
@@ -86,7 +88,13 @@ class SourceQuarantine(GlobalStage):
             pathological, pc.utf8_slice_codeunits(batch["text"], 0, EXAMPLE_CHARS), pa.scalar(None, pa.string())
         )
         rows = pa.table(
-            {"key": keys, "id": batch["id"], "active": active_mask(batch), "pathological": pathological, "example": example}
+            {
+                "key": keys,
+                "id": batch["id"],
+                "active": active_mask(batch),
+                "pathological": pathological,
+                "example": example,
+            }
         )
         return rows.filter(pc.is_valid(rows["key"])).cast(PARTIAL_SCHEMA)
 
