@@ -124,15 +124,15 @@ def load_pipeline(path: str | Path) -> Pipeline:
             raise ConfigError(f"{where}: {key}: expected one '<stage>: {{params}}' mapping, got {item!r}")
         (name, params), = item.items()
         stages.append(build_stage(str(name), params, where, key))
+    if not isinstance(stages[0], Reader):
+        raise ConfigError(f"{where}: stages[0]: the first stage must be a reader (e.g. 'warc_read'), got {stages[0].name!r}")
+    for i, stage in enumerate(stages[1:], start=1):
+        if isinstance(stage, Reader):
+            raise ConfigError(f"{where}: stages[{i}]: a reader may only be the first stage")
     names = [s.name for s in stages]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"{where}: stages: stage {sorted(dupes)[0]!r} appears twice (names key removed/ folders)")
-    if not isinstance(stages[0], Reader):
-        raise ConfigError(f"{where}: stages[0]: the first stage must be a reader (e.g. 'warc_read'), got {names[0]!r}")
-    for i, stage in enumerate(stages[1:], start=1):
-        if isinstance(stage, Reader):
-            raise ConfigError(f"{where}: stages[{i}]: a reader may only be the first stage")
     return Pipeline(name=str(data.get("name", Path(path).stem)), source_path=where, batch_size=batch_size,
                     stages=stages, raw=data)
 

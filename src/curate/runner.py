@@ -296,7 +296,10 @@ def _init_ray(profile: RuntimeProfile) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
         return
-    kwargs: dict[str, Any] = {"num_cpus": profile.workers or os.cpu_count(), "include_dashboard": False,
+    # address="local" always starts a fresh embedded Ray: a bare ray.init() would silently join any local
+    # cluster that happens to be running (and a crash of this driver would then not stop its workers).
+    kwargs: dict[str, Any] = {"address": "local", "num_cpus": profile.workers or os.cpu_count(),
+                              "include_dashboard": False,
                               "logging_level": "WARNING", "log_to_driver": True}
     if profile.object_store_memory_mb:
         kwargs["object_store_memory"] = profile.object_store_memory_mb << 20

@@ -93,21 +93,19 @@ def _parse_http(block: bytes) -> tuple[int | None, dict[str, str], bytes]:
 
 
 def _dechunk(body: bytes) -> bytes:
+    """Undo HTTP chunking; bodies that crawlers already de-chunked (most do) come back unchanged."""
     out, pos = [], 0
     while pos < len(body):
         eol = body.find(b"\r\n", pos)
-        if eol < 0:
-            break
-        size_text = body[pos:eol].split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return body  # not really chunked (crawler already de-chunked it)
+        size_text = body[pos:eol].split(b";")[0].strip() if eol >= 0 else b""
+        if not size_text or len(size_text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+            return body
+        size = int(size_text, 16)
         if size == 0:
-            break
+            return b"".join(out)
         out.append(body[eol + 2 : eol + 2 + size])
         pos = eol + 2 + size + 2
-    return b"".join(out)
+    return b"".join(out)  # a truncated final chunk: keep what arrived
 
 
 def _is_html(content_type: str, body: bytes) -> bool:
@@ -195,7 +193,10 @@ class WarcReader(Reader):
             # The stream cannot be resynchronised past a corrupt gzip member or header: report where it
             # broke; every record before it has been delivered.
             counts.errors += 1
-            on_error(last_offset, None, f"corrupt WARC stream after offset {last_offset}: {exc}")
+            if counts.records:
+                on_error(last_offset, None, f"corrupt WARC stream after offset {last_offset}: {exc}")
+            else:
+                on_error(0, None, f"not a WARC file (unreadable from the first byte): {exc}")
         if rows:
             yield self._table(rows)
         if not counts.records and not counts.errors:

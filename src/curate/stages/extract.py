@@ -20,6 +20,7 @@ from curate.registry import register
 from curate.schema import set_column
 from curate.stage import DocumentStage, StageParams
 
+_STARTUP_TIMEOUT_S = 120.0
 _META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
 
 
@@ -72,6 +73,8 @@ def extract_text(html: bytes, declared: str | None, params: ExtractParams) -> tu
 
 
 def _child(conn, params: ExtractParams) -> None:
+    extract_text(b"<html><body><p>warm-up</p></body></html>", None, params)  # import the engine first
+    conn.send(("ready", "", ""))
     while True:
         try:
             html, declared = conn.recv()
@@ -98,6 +101,11 @@ class _Sandbox:
         self._proc.start()
         child.close()
         self._conn = parent
+        # The per-document clock starts only once the child has imported its engine: a slow start on a
+        # loaded machine must not be mistaken for a pathological page.
+        if not parent.poll(_STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+            self.close()
+            raise RuntimeError(f"extraction subprocess did not start within {_STARTUP_TIMEOUT_S}s")
 
     def run(self, html: bytes, declared: str | None) -> tuple[str, str, str]:
         if self._proc is None or not self._proc.is_alive():

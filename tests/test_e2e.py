@@ -1,0 +1,146 @@
+"""End-to-end runs through the CLI on one embedded Ray shared by the session."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from curate.cli import main
+from helpers import warcio_counts
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
+pytestmark = pytest.mark.e2e
+
+
+def kept(out: Path) -> list[tuple[str, str]]:
+    table = pq.read_table(out / "kept")
+    return sorted(zip(table["id"].to_pylist(), table["text"].to_pylist()))
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", *map(str, args), "--no-progress"])
+
+
+def test_every_shared_warc_is_processed_and_conserved(shared_data: Path, ray_session, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    warcs = sorted((shared_data / "warc").glob("*.warc*"))
+    assert run_cli(QUICKSTART, "-i", *warcs, "-o", out) == 0
+    assert "conservation OK" in capsys.readouterr().out
+    stats = {s["input"]: s for s in (json.loads(p.read_text()) for p in (out / "stats" / "files").glob("*.json"))}
+    assert len(stats) == len(warcs)
+    for warc in warcs:
+        s = stats[str(warc)]
+        by_type, documents = warcio_counts(warc)
+        assert s["records"] == dict(by_type), warc.name
+        assert s["documents"] == documents and s["read_errors"] == 0, warc.name
+        assert s["conservation"]["ok"], warc.name
+    merged = json.loads((out / "stats" / "stats.json").read_text())
+    assert merged["conservation_ok"] and merged["files"] == len(warcs)
+    assert merged["totals"]["in"] == merged["totals"]["kept"] + merged["totals"]["removed"] + merged["totals"]["errors"]
+    removed = pq.read_table(out / "removed" / "language")
+    assert set(removed["reason"].to_pylist()) <= {"wrong_language", "low_language_score"}
+    assert removed["score"].null_count == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["conservation"]["ok"] and run["versions"]["pyarrow"]
+
+
+def test_runs_are_deterministic_and_resume_is_a_no_op(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    warcs = sorted((shared_data / "warc").glob("dolma-*.warc.gz"))
+    assert run_cli(QUICKSTART, "-i", *warcs, "-o", tmp_path / "a") == 0
+    assert run_cli(QUICKSTART, "-i", *warcs, "-o", tmp_path / "b", "--workers", "1") == 0
+    assert kept(tmp_path / "a") == kept(tmp_path / "b") and len(kept(tmp_path / "a")) > 20
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "kept").iterdir()}
+    assert run_cli(QUICKSTART, "-i", *warcs, "-o", tmp_path / "a") == 0  # everything finished: nothing redone
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "kept").iterdir()}
+
+
+def test_quickstart_fixture(ray_session, tmp_path: Path) -> None:
+    out = tmp_path / "q"
+    assert run_cli(QUICKSTART, "-i", REPO / "examples" / "quickstart" / "quickstart.warc.gz", "-o", out) == 0
+    table = pq.read_table(out / "kept")
+    assert sorted(table["host"].to_pylist()) == ["garden.example.org", "kitchen.example.net", "transit.example.com"]
+    german = pq.read_table(out / "removed" / "language").to_pylist()
+    assert [(r["language"], r["reason"]) for r in german] == [("de", "wrong_language")]
+    assert "Küste" in german[0]["text"] and german[0]["extract_encoding"] == "cp1252"
+    assert pq.read_table(out / "removed" / "extract")["reason"].to_pylist() == ["empty_text"]
+
+
+def test_a_stage_that_raises_sends_only_its_documents_to_errors(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n  - plugins:FailOn: {fail_on: Escopete}\n")
+    warcs = sorted((shared_data / "warc").glob("CC-MAIN-*whirlwind.warc*.gz"))  # WARC + WET + WAT of one page
+    assert run_cli(pipeline, "-i", *warcs, "-o", tmp_path / "out") == 0
+    errors = pq.read_table(tmp_path / "out" / "errors").to_pylist()
+    assert len(errors) == 2 and {e["stage"] for e in errors} == {"fail_on"}
+    assert all("cannot handle 'Escopete'" in e["error"] for e in errors)
+
+
+def test_bad_input_files_are_errors_and_the_run_goes_on(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "empty.warc.gz").write_bytes(b"")
+    (bad / "notes.warc").write_text("this is not a WARC\n" * 10)
+    data = (shared_data / "warc" / "dolma-wget-sample-0001.warc.gz").read_bytes()
+    (bad / "truncated.warc.gz").write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out"
+    assert run_cli(QUICKSTART, "-i", bad, shared_data / "warc" / "dolma-wget-sample-0000.warc.gz", "-o", out) == 0
+    errors = {Path(e["input"]).name: e["error"] for e in pq.read_table(out / "errors").to_pylist()}
+    assert set(errors) == {"empty.warc.gz", "notes.warc", "truncated.warc.gz"}
+    assert "no WARC records" in errors["empty.warc.gz"] and "not a WARC" in errors["notes.warc"]
+    assert "truncated" in errors["truncated.warc.gz"] or "corrupt" in errors["truncated.warc.gz"]
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_kill_9_mid_run_then_resume_equals_clean_run(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """Kill the whole process group (driver and its embedded Ray) mid-run; re-run; compare with a clean run."""
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + "  - plugins:Slow: {seconds_per_batch: 0.6}\n")
+    warcs = [str(p) for p in sorted((shared_data / "warc").glob("*.warc*"))]
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "curate.cli", "run", str(pipeline), "-i", *warcs, "-o", str(out), "--workers", "1",
+           "--no-progress", "--config", str(REPO / "configs" / "local.yaml")]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / "work" / "done"
+
+    def finished_inputs() -> int:
+        return len([p for p in done.glob("*") if ".tmp" not in p.name]) if done.exists() else 0
+
+    deadline = time.time() + 120
+    while time.time() < deadline and finished_inputs() < 3:
+        time.sleep(0.05)
+    tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]  # Ray workers too
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    psutil.wait_procs([p for p in map(_process, tree) if p is not None], timeout=10)
+    finished = finished_inputs()
+    assert 3 <= finished < len(warcs), "the run was not interrupted mid-way"
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resume: {finished} of {len(warcs)} inputs already finished" in resumed.stderr
+    clean = tmp_path / "clean"
+    assert run_cli(QUICKSTART, "-i", *warcs, "-o", clean) == 0
+    assert kept(out) == kept(clean)
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
