@@ -144,3 +144,32 @@ def test_kill_9_mid_run_then_resume_equals_clean_run(shared_data: Path, ray_sess
     assert run_cli(QUICKSTART, "-i", *warcs, "-o", clean) == 0
     assert kept(out) == kept(clean)
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_source_quarantine_runs_as_a_global_stage(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """r/microwavegang (posts of "m" runs) is quarantined whole; healthy subreddits lose nothing."""
+    from fixtures.build_reddit_warc import build_reddit_warc
+
+    warc = tmp_path / "reddit.warc.gz"
+    build_reddit_warc(warc)
+    pipeline = tmp_path / "q.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n  - repetition: {}\n"
+                        "  - source_quarantine: {min_docs: 5, max_pathological_share: 0.5}\n"
+                        "  - plugins:FailOn: {fail_on: 'no document contains this'}\n")
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", warc, "-o", out) == 0
+    kept_sources = set(pq.read_table(out / "kept")["source"].to_pylist())
+    assert "reddit.com/r/microwavegang" not in kept_sources and len(kept_sources) == 6
+    pathological = pq.read_table(out / "removed" / "repetition")
+    quarantined = pq.read_table(out / "removed" / "source_quarantine")
+    assert set(pathological["source"].to_pylist()) == {"reddit.com/r/microwavegang"}
+    assert set(quarantined["source"].to_pylist()) == {"reddit.com/r/microwavegang"}
+    assert pathological.num_rows + quarantined.num_rows == 30
+    assert set(quarantined["reason"].to_pylist()) == {"source_quarantine"}
+    report = pq.read_table(out / "stats" / "source_quarantine_report.parquet").to_pylist()
+    assert [(r["source"], r["docs"], r["removed"]) for r in report] == [
+        ("reddit.com/r/microwavegang", 30, quarantined.num_rows)]
+    assert report[0]["example"].startswith("m" * 20)
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["conservation_ok"] and stats["stages"]["fail_on"]["in"] == pq.read_table(out / "kept").num_rows
+    assert stats["stages"]["source_quarantine"]["removed"] == quarantined.num_rows
