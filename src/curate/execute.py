@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.io.fs import atomic_path, file_id, open_input, write_text_atomic
+from curate.io.fs import Location, atomic_path, file_id, open_input, write_text_atomic
 from curate.schema import (DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed,
                            mark_removed)
 from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader
@@ -92,7 +92,7 @@ def apply_stage(stage: DocumentStage, batch: pa.Table) -> pa.Table:
     return pa.concat_tables(out, promote_options="default") if out else batch
 
 
-def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_size: int, out_root: str,
+def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_size: int, out: Location,
              kept_dir: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Process one input file end to end and return its stats (also written to ``stats/files/``).
 
@@ -100,7 +100,7 @@ def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_siz
     """
     from curate.io.warc import ReadCounts
 
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     fid = file_id(uri)
     started = time.time()
     counts = ReadCounts()
@@ -195,10 +195,10 @@ def _hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Arr
     return pa.array(np.array([xxhash.xxh64_intdigest(str(k)) % partitions for k in values], dtype=np.int64))
 
 
-def run_partial(stage: GlobalStage, paths: list[str], out_root: str, step_dir: str, map_id: str,
+def run_partial(stage: GlobalStage, paths: list[str], out: Location, step_dir: str, map_id: str,
                 partitions: int) -> int:
     """Map one document partition (a file's kept part plus its removed parts) to shuffle files."""
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     tables = []
     for path in paths:
         with fs.open(path, "rb") as f:
@@ -228,9 +228,9 @@ def conform_columns(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
     return table
 
 
-def run_decide(stage: GlobalStage, out_root: str, step_dir: str, partition: int) -> tuple[int, int]:
+def run_decide(stage: GlobalStage, out: Location, step_dir: str, partition: int) -> tuple[int, int]:
     """Reduce one shuffle partition to removals and report rows; returns (removals, report rows)."""
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     paths = sorted(fs.glob(f"{root}/{step_dir}/shuffle/{partition:05d}/map-*.parquet"))
     if not paths:
         return 0, 0
@@ -244,9 +244,9 @@ def run_decide(stage: GlobalStage, out_root: str, step_dir: str, partition: int)
     return removals.num_rows, report.num_rows
 
 
-def run_apply(stage_name: str, kept_path: str, out_root: str, step_dir: str, next_kept_dir: str) -> dict[str, Any]:
+def run_apply(stage_name: str, kept_path: str, out: Location, step_dir: str, next_kept_dir: str) -> dict[str, Any]:
     """Split one kept partition by the step's removals into ``removed/<stage>/`` and the next kept dir."""
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     removals = pq.read_table(f"{root}/{step_dir}/removals", filesystem=fs, schema=REMOVALS_SCHEMA)
     table = pq.read_table(kept_path, filesystem=fs)
     name = kept_path.rsplit("/", 1)[-1]
@@ -265,10 +265,10 @@ def run_apply(stage_name: str, kept_path: str, out_root: str, step_dir: str, nex
     return {"in": table.num_rows, "removed": gone.rows, "reasons": dict(reasons)}
 
 
-def run_partition(path: str, stages: list[DocumentStage], out_root: str, next_kept_dir: str, step: int
+def run_partition(path: str, stages: list[DocumentStage], out: Location, next_kept_dir: str, step: int
                   ) -> dict[str, Any]:
     """Per-document stages after a global stage, over one kept partition (named after its input file)."""
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     name = path.rsplit("/", 1)[-1]
     fid = name.removeprefix("part-").removesuffix(".parquet")
     table = pq.read_table(path, filesystem=fs)

@@ -22,12 +22,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
-import fsspec
-
 from curate.audit.ledger import Conservation, check_conservation, merge_stats
 from curate.config import ConfigError, Pipeline, RuntimeProfile
 from curate.execute import run_apply, run_decide, run_file, run_partial, run_partition
-from curate.io.fs import expand_inputs, file_id, write_text_atomic
+from curate.io.fs import Location, expand_inputs, file_id, write_text_atomic
 from curate.stage import DocumentStage, GlobalStage, Reader
 
 
@@ -86,7 +84,8 @@ class Runner:
         self.progress = progress
         self.inputs = expand_inputs(inputs, profile.storage_options)  # fails before Ray starts
         self.steps = plan_steps(pipeline)
-        self.fs, self.root = fsspec.core.url_to_fs(self.output)
+        self.out = Location(self.output, dict(profile.storage_options))
+        self.fs, self.root = self.out.resolve()
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def _check_output(self) -> dict[str, Any]:
@@ -137,8 +136,8 @@ class Runner:
         finally:
             if started_here:
                 ray.shutdown()
-        conservation = check_conservation(self.output)
-        stats = merge_stats(self.output, global_stats, conservation)
+        conservation = check_conservation(self.out)
+        stats = merge_stats(self.out, global_stats, conservation)
         info.update({"finished": datetime.now(timezone.utc).isoformat(), "failed_inputs": failed,
                      "conservation": {"ok": conservation.ok, **conservation.totals}})
         self._write_run_json(info)
@@ -156,7 +155,7 @@ class Runner:
         gpus = max((s.resources.gpus for s in stages), default=0.0)
         n_workers = min(len(todo), self.profile.workers or max(1, int(ray.available_resources().get("CPU", 1))))
         FileWorker = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=1)(_FileWorker)
-        workers = [FileWorker.remote(reader, stages, self.pipeline.batch_size, self.output,
+        workers = [FileWorker.remote(reader, stages, self.pipeline.batch_size, self.out,
                                      _kept_dir(self.steps, step), self.profile.storage_options)
                    for _ in range(n_workers)]
         bar = _progress(len(self.inputs), skipped, "files", self.progress)
@@ -214,11 +213,11 @@ class Runner:
             by_file.setdefault(fid, []).append(path)
         partitions = max(1, min(256, len(by_file)))
         remote = ray.remote(num_cpus=1)
-        rows_in = sum(ray.get([remote(run_partial).remote(stage, paths, self.output, step_dir, fid, partitions)
+        rows_in = sum(ray.get([remote(run_partial).remote(stage, paths, self.out, step_dir, fid, partitions)
                                for fid, paths in sorted(by_file.items())]))
-        decided = ray.get([remote(run_decide).remote(stage, self.output, step_dir, p) for p in range(partitions)])
+        decided = ray.get([remote(run_decide).remote(stage, self.out, step_dir, p) for p in range(partitions)])
         next_kept = _kept_dir(self.steps, step)
-        applied = ray.get([remote(run_apply).remote(stage.name, path, self.output, step_dir, next_kept)
+        applied = ray.get([remote(run_apply).remote(stage.name, path, self.out, step_dir, next_kept)
                            for path in kept_parts])
         reasons: dict[str, int] = {}
         for a in applied:
@@ -255,7 +254,7 @@ class Runner:
         gpus = max((s.resources.gpus for s in stages), default=0.0)
         parts = sorted(self.fs.glob(f"{self.root}/{self._previous_kept(step)}/part-*.parquet"))
         task = ray.remote(num_cpus=1, num_gpus=gpus)(run_partition)
-        results = ray.get([task.remote(p, stages, self.output, _kept_dir(self.steps, step), step.index)
+        results = ray.get([task.remote(p, stages, self.out, _kept_dir(self.steps, step), step.index)
                            for p in parts])  # a task's stages are torn down with its worker process
         merged = []
         for stage in stages:
@@ -275,10 +274,10 @@ class Runner:
 class _FileWorker:
     """A Ray actor holding set-up stages, so models load once per worker rather than once per file."""
 
-    def __init__(self, reader: Reader, stages: list[DocumentStage], batch_size: int, output: str, kept_dir: str,
+    def __init__(self, reader: Reader, stages: list[DocumentStage], batch_size: int, out: Location, kept_dir: str,
                  storage_options: dict[str, Any]) -> None:
         self.reader, self.stages = reader, stages
-        self.kwargs = {"batch_size": batch_size, "out_root": output, "kept_dir": kept_dir,
+        self.kwargs = {"batch_size": batch_size, "out": out, "kept_dir": kept_dir,
                        "storage_options": storage_options}
 
     def run(self, uri: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
+from curate.io.fs import Location, write_text_atomic
+
 
 @dataclass
 class Conservation:
@@ -51,8 +53,8 @@ def load_file_stats(fs: fsspec.AbstractFileSystem, root: str) -> list[dict[str, 
     return stats
 
 
-def check_conservation(out_root: str) -> Conservation:
-    fs, root = fsspec.core.url_to_fs(out_root)
+def check_conservation(out: Location) -> Conservation:
+    fs, root = out.resolve()
     kept = _rows_by_file(fs, f"{root}/kept/part-*.parquet")
     removed = _rows_by_file(fs, f"{root}/removed/*/part-*.parquet")
     errors = _rows_by_file(fs, f"{root}/errors/part-*.parquet")
@@ -66,10 +68,10 @@ def check_conservation(out_root: str) -> Conservation:
     return Conservation(per_file=per_file, ok=ok)
 
 
-def merge_stats(out_root: str, global_steps: list[dict[str, Any]], conservation: Conservation) -> dict[str, Any]:
+def merge_stats(out: Location, global_steps: list[dict[str, Any]], conservation: Conservation) -> dict[str, Any]:
     """Merge per-file and global-stage stats into ``stats/stats.json`` (re-merged from disk every run,
     so a resumed run reports the whole corpus, not only the files it just processed)."""
-    fs, root = fsspec.core.url_to_fs(out_root)
+    fs, root = out.resolve()
     files = load_file_stats(fs, root)
     records: Counter = Counter()
     skipped: Counter = Counter()
@@ -101,7 +103,5 @@ def merge_stats(out_root: str, global_steps: list[dict[str, Any]], conservation:
         "totals": conservation.totals,
         "conservation_ok": conservation.ok,
     }
-    from curate.io.fs import write_text_atomic
-
     write_text_atomic(fs, f"{root}/stats/stats.json", json.dumps(merged, indent=1))
     return merged

@@ -6,12 +6,25 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
 _GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class Location:
+    """An output folder (local path or URL) and the fsspec options to reach it; picklable for workers."""
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = url_to_fs(self.url.rstrip("/"), **self.storage_options)
+        return fs, root.rstrip("/")
 
 
 class InputError(ValueError):
