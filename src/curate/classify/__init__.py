@@ -1,1 +1,0 @@
-"""Model-based classifier stages (fastText, transformer)."""

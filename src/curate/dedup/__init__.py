@@ -1,1 +1,0 @@
-"""Deduplication stages (exact, MinHash LSH)."""
