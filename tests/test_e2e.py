@@ -173,3 +173,33 @@ def test_source_quarantine_runs_as_a_global_stage(shared_data: Path, ray_session
     stats = json.loads((out / "stats" / "stats.json").read_text())
     assert stats["conservation_ok"] and stats["stages"]["fail_on"]["in"] == pq.read_table(out / "kept").num_rows
     assert stats["stages"]["source_quarantine"]["removed"] == quarantined.num_rows
+
+
+@pytest.fixture
+def http_server(shared_data: Path):
+    """Serves ../shared/data/warc on loopback (no range support: the reader must stream)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(shared_data / "warc"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_http_input_streams_and_matches_local(shared_data: Path, ray_session, http_server: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    name = "dolma-wget-sample-0001.warc.gz"
+    assert run_cli(QUICKSTART, "-i", f"{http_server}/{name}", "-o", tmp_path / "http") == 0
+    assert run_cli(QUICKSTART, "-i", shared_data / "warc" / name, "-o", tmp_path / "local") == 0
+    assert kept(tmp_path / "http") == kept(tmp_path / "local") and kept(tmp_path / "http")
+    capsys.readouterr()
+    assert run_cli(QUICKSTART, "-i", f"{http_server}/missing.warc.gz", "-o", tmp_path / "missing") == 2
+    assert "input not found" in capsys.readouterr().err

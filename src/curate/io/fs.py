@@ -36,7 +36,10 @@ def expand_inputs(patterns: list[str], storage_options: dict[str, Any] | None = 
     found: set[str] = set()
     for pattern in patterns:
         if pattern.startswith(("http://", "https://")):
-            found.add(pattern)  # HTTP servers cannot be listed; the file is checked when read
+            fs, _ = url_to_fs(pattern, **(storage_options or {}))
+            if not fs.exists(pattern):  # HTTP cannot be listed or globbed: one URL is one file
+                raise InputError(f"input not found: {pattern}")
+            found.add(pattern)
             continue
         fs, path = url_to_fs(pattern, **(storage_options or {}))
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -61,10 +64,14 @@ def file_id(uri: str) -> str:
 
 
 def open_input(uri: str, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
-    """A streaming binary reader (HTTP reads are chunked, S3 reads are ranged; nothing is staged)."""
+    """A streaming binary reader: nothing is staged on disk or held whole in memory.
+
+    HTTP(S) uses one sequential GET (``block_size=0``), which works with servers that do not support
+    range requests; S3 reads are ranged blocks of ``default_block_size``.
+    """
     options = dict(storage_options or {})
     if uri.startswith(("http://", "https://")):
-        options.setdefault("block_size", 8 << 20)
+        options["block_size"] = 0
     return fsspec.open(uri, "rb", **options).open()
 
 
