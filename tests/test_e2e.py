@@ -203,3 +203,33 @@ def test_http_input_streams_and_matches_local(shared_data: Path, ray_session, ht
     capsys.readouterr()
     assert run_cli(QUICKSTART, "-i", f"{http_server}/missing.warc.gz", "-o", tmp_path / "missing") == 2
     assert "input not found" in capsys.readouterr().err
+
+
+def test_s3_input_and_output(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """Read a WARC from and write the whole output folder to S3 (a moto server on loopback)."""
+    moto_server = pytest.importorskip("moto.server")
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_port}"
+        options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint,
+                                                                           "region_name": "us-east-1"}}
+        boto3 = pytest.importorskip("boto3")
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="crawl")
+        s3 = fsspec.filesystem("s3", **options)
+        name = "dolma-wget-sample-0000.warc.gz"
+        s3.put(str(shared_data / "warc" / name), f"crawl/in/{name}")
+        profile = tmp_path / "s3.yaml"
+        profile.write_text(json.dumps({"storage_options": options}))
+        assert run_cli(QUICKSTART, "-i", "s3://crawl/in/*.warc.gz", "-o", "s3://crawl/out", "--config", profile) == 0
+        assert run_cli(QUICKSTART, "-i", shared_data / "warc" / name, "-o", tmp_path / "local") == 0
+        with s3.open("crawl/out/stats/stats.json") as f:
+            assert json.load(f)["conservation_ok"]
+        remote = pq.read_table("crawl/out/kept", filesystem=s3)
+        assert sorted(remote["text"].to_pylist()) == [t for _, t in sorted(kept(tmp_path / "local"), key=lambda r: r[1])]
+        assert not [p for p in s3.find("crawl/out") if ".tmp" in p]
+    finally:
+        server.stop()
