@@ -202,6 +202,26 @@ def _letter_classes() -> tuple[str, str, str, str]:
     return _class(alpha), _class(lower | caseless), _class(upper | caseless), _class(symbol)
 
 
+class _Memo(dict):
+    """``memo[chunk]`` is ``compute(chunk)``, computed on first sight.
+
+    Web text is Zipfian: after a few thousand documents almost every whitespace-delimited chunk has been
+    seen, so per-chunk work (word splitting, character classes) runs once and ``map(memo.__getitem__, …)``
+    turns a document into C-speed lookups.
+    """
+
+    def __init__(self, compute: Callable[[str], object], limit: int | None = 1 << 21) -> None:
+        super().__init__()
+        self._compute = compute
+        self._limit = limit
+
+    def __missing__(self, chunk: str) -> object:
+        if self._limit is not None and len(self) >= self._limit:  # bounded memory: start over
+            self.clear()
+        value = self[chunk] = self._compute(chunk)
+        return value
+
+
 def _pieces(table: str) -> list[str]:
     return table.split()
 
@@ -217,21 +237,24 @@ class EnglishWords:
 
     def __init__(self) -> None:
         alpha, lower, upper, symbols = _letter_classes()
-        punct, quotes, ellipses, icons = _pieces(_PUNCT), _pieces(_QUOTES), [r"\.\.+", "…"], [f"[{symbols}]"]
+        # A class with astral ranges is slow to *fail* (re scans those ranges one by one), so every use of a
+        # large class is guarded by a cheap lookahead on the characters that can match at that point.
+        punct, quotes, ellipses = _pieces(_PUNCT), _pieces(_QUOTES), [r"\.\.+", "…"]
+        icons = [rf"(?=[^\x00-\x7f])[{symbols}]"]
         quote_chars = "".join(quotes)
         prefixes = ["§", "%", "=", "—", "–", r"\+(?![0-9])", *punct, *ellipses, *quotes, *_pieces(_CURRENCY), *icons]
         infixes = [
             *ellipses,
             *icons,
             r"(?<=[0-9])[+\-\*^](?=[0-9-])",
-            rf"(?<=[{lower}{quote_chars}])\.(?=[{upper}{quote_chars}])",
-            rf"(?<=[{alpha}]),(?=[{alpha}])",
-            rf"(?<=[{alpha}0-9])(?:{'|'.join(_pieces(_HYPHENS))})(?=[{alpha}])",
-            rf"(?<=[{alpha}0-9])[:<>=/](?=[{alpha}])",
+            rf"(?=\.)(?<=[{lower}{quote_chars}])\.(?=[{upper}{quote_chars}])",
+            rf"(?=,)(?<=[{alpha}]),(?=[{alpha}])",
+            rf"(?=[-–—~])(?<=[{alpha}0-9])(?:{'|'.join(_pieces(_HYPHENS))})(?=[{alpha}])",
+            rf"(?=[:<>=/])(?<=[{alpha}0-9])[:<>=/](?=[{alpha}])",
         ]
         self._prefix = re.compile("|".join("^" + p for p in prefixes)).match
         self._infix = re.compile("|".join(infixes)).finditer
-        self._may_have_infix = re.compile(rf"[.…+\-*^,–—~:<>=/{symbols}]").search
+        self._may_have_infix = re.compile(rf"[.…+\-*^,–—~:<>=/]|{icons[0]}").search
         self._url = re.compile("(?u)" + _URL.format(lower=lower)).match
         # Suffixes: spaCy's regex is an alternation of ~100 "$"-anchored pieces; they all end at the end,
         # so the leftmost match is the longest one, which _suffix_length finds with a few set lookups.
@@ -249,27 +272,22 @@ class EnglishWords:
             pieces = self._split(orth, {})
             if len(pieces) > 1:
                 self._patterns[pieces] = orth
-        self._pattern_heads = frozenset(p[0] for p in self._patterns)
-        self._longest_pattern = max(map(len, self._patterns))
-        self._memo: dict[str, tuple[str, ...]] = {}
+        self._pattern_sizes: dict[str, list[int]] = {}
+        for pieces in self._patterns:
+            self._pattern_sizes.setdefault(pieces[0], []).append(len(pieces))
+        self._memo = _Memo(self._tokenize)
 
     def words(self, text: str) -> list[str]:
         """Tokens of ``text`` without whitespace tokens: datatrove's ``split_into_words(text, "en")``."""
-        memo = self._memo
-        if len(memo) > 1 << 20:
-            memo.clear()
-        out: list[str] = []
-        for chunk in text.split():
-            tokens = memo.get(chunk)
-            if tokens is None:
-                tokens = memo[chunk] = self.split(chunk)
-            out += tokens
-        return out
+        return list(chain.from_iterable(map(self._memo.__getitem__, text.split())))
 
     def split(self, chunk: str) -> tuple[str, ...]:
-        """Tokens of one whitespace-free chunk."""
+        """Tokens of one whitespace-free chunk (memoised)."""
+        return self._memo[chunk]
+
+    def _tokenize(self, chunk: str) -> tuple[str, ...]:
         tokens = self._split(chunk, self.exceptions)
-        if len(tokens) > 1 and not self._pattern_heads.isdisjoint(tokens):
+        if len(tokens) > 1 and not self._pattern_sizes.keys().isdisjoint(tokens):
             tokens = self._merge_exceptions(tokens)
         return tokens
 
@@ -279,7 +297,7 @@ class EnglishWords:
         prefixes: list[str] = []
         suffixes: list[str] = []
         last = -1
-        while string and len(string) != last and string not in exceptions:
+        while string and len(string) != last and string not in exceptions and not string.isalpha():
             last = len(string)
             match = self._prefix(string)
             pre = match.end() if match else 0
@@ -305,7 +323,7 @@ class EnglishWords:
         tokens = prefixes
         if string in exceptions:
             tokens += exceptions[string]
-        elif not string or self._url(string) or not self._may_have_infix(string):
+        elif not string or ("." in string and self._url(string)) or not self._may_have_infix(string):
             tokens += [string] if string else []
         else:
             start = 0
@@ -325,7 +343,7 @@ class EnglishWords:
 
     def _suffix_length(self, s: str) -> int:
         n, last = len(s), s[-1]
-        length = 1 if last in self._suffix_chars or self._symbol(last) else 0
+        length = 1 if last in self._suffix_chars or (last > "\x7f" and self._symbol(last)) else 0
         if last == "…":
             length = 2 if n > 1 and s[-2] == "…" else 1
         elif last == "." and n > 1:
@@ -349,10 +367,10 @@ class EnglishWords:
     def _merge_exceptions(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """spaCy's ``_apply_special_cases``: longest (then leftmost) runs first, no overlaps."""
         spans = [
-            (i, j)
-            for i in range(len(tokens))
-            for j in range(i + 2, min(len(tokens), i + self._longest_pattern) + 1)
-            if tokens[i:j] in self._patterns
+            (i, i + size)
+            for i, token in enumerate(tokens)
+            for size in self._pattern_sizes.get(token, ())
+            if tokens[i : i + size] in self._patterns
         ]
         if not spans:
             return tokens
@@ -373,26 +391,27 @@ class EnglishWords:
         return tuple(out)
 
 
+@functools.cache
+def english_words() -> EnglishWords:
+    """One splitter per process, shared by the stages: splitting is pure, so a chunk is split once for all."""
+    return EnglishWords()
+
+
 # --- shared machinery --------------------------------------------------------------------------------------
 
 
-class _ChunkTable(dict):
-    """Chunk → row of integer features, computed on first sight.
-
-    Web text is Zipfian: after a few thousand documents almost every whitespace-delimited chunk has been
-    seen, so per-chunk work (word splitting, character classes) runs once and documents reduce to lookups.
-    """
+class _ChunkTable(_Memo):
+    """Chunk → index of a row of integer features, so a batch reduces with numpy instead of per-chunk Python."""
 
     def __init__(self, features: Callable[[str], Sequence[int]], width: int) -> None:
-        super().__init__()
+        super().__init__(self._add, limit=None)
         self._features = features
         self._rows: list[Sequence[int]] = []
         self._array = np.zeros((0, width), np.int64)
 
-    def __missing__(self, chunk: str) -> int:
+    def _add(self, chunk: str) -> int:
         self._rows.append(self._features(chunk))
-        index = self[chunk] = len(self._rows) - 1
-        return index
+        return len(self._rows) - 1
 
     def array(self) -> np.ndarray:
         """Features of every chunk seen so far, one row per index."""
@@ -525,12 +544,14 @@ class GopherQuality(_HeuristicFilter):
             return value
 
     def setup(self) -> None:
-        self._words = EnglishWords()
+        self._words = english_words()
         self._stop_bits = {word: 1 << i for i, word in enumerate(dict.fromkeys(self.params.stop_words))}
         self._chunks = _ChunkTable(self._chunk_features, 5)
 
     def _chunk_features(self, chunk: str) -> tuple[int, int, int, int, int]:
         tokens = self._words.split(chunk)
+        if len(tokens) == 1 and chunk.isalpha():  # most chunks: one ordinary word
+            return 1, 1, len(chunk), 1, self._stop_bits.get(chunk, 0)
         words = [t for t in tokens if not PUNCTUATION_SET.issuperset(t)]
         alpha = sum(1 for t in tokens if any(map(str.isalpha, t)))
         stop = sum(self._stop_bits.get(t, 0) for t in set(tokens))
@@ -722,10 +743,10 @@ class GopherRepetition(_HeuristicFilter):
             return value
 
     def setup(self) -> None:
-        self._words = EnglishWords()
+        self._words = english_words()
         self._token_ids: dict[str, int] = {}
         self._token_lengths: list[int] = []
-        self._chunks: dict[str, tuple[int, ...]] = {}
+        self._chunks = _Memo(self._chunk_tokens)
 
     def _chunk_tokens(self, chunk: str) -> tuple[int, ...]:
         ids = self._token_ids
@@ -740,14 +761,14 @@ class GopherRepetition(_HeuristicFilter):
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
         texts = _texts(batch)
-        if len(self._chunks) > 1 << 21:
+        if len(self._token_lengths) > 1 << 21:  # token ids only need to be stable within a batch
             self._chunks.clear()
             self._token_ids.clear()
             self._token_lengths.clear()
         n = len(texts)
         dup_para, dup_para_chars, paras = np.zeros(n), np.zeros(n), np.zeros(n)
         dup_line, dup_line_chars, lines = np.zeros(n), np.zeros(n), np.zeros(n)
-        memo, per_doc = self._chunks, []
+        lookup, per_doc = self._chunks.__getitem__, []
         for i, text in enumerate(texts):
             split = _PARAGRAPH_BREAK.split(text.strip())
             paras[i] = len(split)
@@ -755,13 +776,7 @@ class GopherRepetition(_HeuristicFilter):
             split = _LINE_BREAK.split(text)
             lines[i] = len(split)
             dup_line[i], dup_line_chars[i] = _duplicates(split)
-            doc_tokens = []
-            for chunk in text.split():
-                ids = memo.get(chunk)
-                if ids is None:
-                    ids = memo[chunk] = self._chunk_tokens(chunk)
-                doc_tokens += ids
-            per_doc.append(doc_tokens)
+            per_doc.append(list(chain.from_iterable(map(lookup, text.split()))))
         counts = np.fromiter(map(len, per_doc), np.int64, n)
         tokens = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         lengths = np.asarray(self._token_lengths, np.int64)[tokens]
@@ -793,9 +808,8 @@ class GopherRepetition(_HeuristicFilter):
 
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 _POLICY = re.compile("terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies")
+_POLICY_HINTS = ("terms of use", "polic", "cookie")
 _END_PUNCTUATION = (".", "?", "!", '"', "'")
-#: Whitespace other than one plain space between chunks: spaCy makes it a token, which can start a sentence.
-_WHITESPACE_TOKEN = re.compile(r"[^\S ]| {2}")
 _WHITESPACE_RUNS = re.compile(r"(\s+)")
 #: A sentence starts at a word (or whitespace) token after a sentence-final one, with punctuation between.
 _SENTENCE_BREAK = re.compile("E[EP]*W")
@@ -830,8 +844,8 @@ class C4Quality(_HeuristicFilter):
         remove_lines: bool = Field(False, description="rewrite text to the kept lines, as datatrove does")
 
     def setup(self) -> None:
-        self._words = EnglishWords()
-        self._classes: dict[str, str] = {}
+        self._words = english_words()
+        self._classes = _Memo(self._token_classes)
 
     def _token_classes(self, chunk: str) -> str:
         """One letter per token: E ends a sentence, P other punctuation, W anything else (spaCy sentencizer)."""
@@ -842,28 +856,18 @@ class C4Quality(_HeuristicFilter):
 
     def sentences(self, line: str) -> int:
         """Sentences spaCy's sentencizer finds in a stripped line (datatrove's ``split_into_sentences``)."""
-        memo = self._classes
-        if _WHITESPACE_TOKEN.search(line):
+        chunks = line.split()
+        lookup = self._classes.__getitem__
+        if line.count(" ") == len(chunks) - 1 == len(line) - sum(map(len, chunks)):  # single spaces only
+            classes = "".join(map(lookup, chunks))
+        else:  # any other whitespace run is a token of its own (spaCy keeps all but one plain space)
             parts = _WHITESPACE_RUNS.split(line)
-            chunks = parts[::2]
-            gaps = ["" if gap == " " else "W" for gap in parts[1::2]]
-        else:
-            chunks, gaps = line.split(" "), []
-        classes = []
-        for i, chunk in enumerate(chunks):
-            found = memo.get(chunk)
-            if found is None:
-                found = memo[chunk] = self._token_classes(chunk)
-            classes.append(found)
-            if i < len(gaps):
-                classes.append(gaps[i])
-        return 1 + len(_SENTENCE_BREAK.findall("".join(classes)))
+            classes = "".join(lookup(part) if i % 2 == 0 else "" if part == " " else "W" for i, part in enumerate(parts))
+        return 1 + len(_SENTENCE_BREAK.findall(classes))
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
         texts = _texts(batch)
-        if len(self._classes) > 1 << 21:
-            self._classes.clear()
         n = len(texts)
         names = ("lines", "kept_lines", "sentences", "too_long_word_lines", "no_terminal_punct_lines",
                  "too_few_words_lines", "javascript_lines", "policy_lines")  # fmt: skip
@@ -899,7 +903,7 @@ class C4Quality(_HeuristicFilter):
                     continue
                 if p.filter_curly_bracket and np.isnan(curly_line[i]) and "{" in line:
                     curly_line[i] = index
-                if p.filter_policy and _POLICY.search(lower):
+                if p.filter_policy and any(h in lower for h in _POLICY_HINTS) and _POLICY.search(lower):
                     row["policy_lines"] += 1
                     continue
                 if p.min_num_sentences is not None:
@@ -951,18 +955,16 @@ class FineWebQuality(_HeuristicFilter):
         new_line_ratio: float | None = _fraction("FineWeb: ≤ 0.3 newlines per word", 0.3)
 
     def setup(self) -> None:
-        self._words = EnglishWords()
-        self._token_counts = _ChunkTable(lambda chunk: (len(self._words.split(chunk)),), 1)
+        self._words = english_words()
+        self._token_counts = _Memo(lambda chunk: len(self._words.split(chunk)))
         self._stop_chars = tuple(self.params.stop_chars or sorted(TERMINAL_PUNCTUATION))
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
         texts = _texts(batch)
-        self._token_counts.bound()
         lookup = self._token_counts.__getitem__
         n = len(texts)
-        lines, punct, short, dup_chars, chars, newlines = (np.zeros(n) for _ in range(6))
-        per_doc = []
+        lines, punct, short, dup_chars, chars, newlines, words = (np.zeros(n) for _ in range(7))
         for i, text in enumerate(texts):
             kept = [line for line in text.split("\n") if line and not line.isspace()]
             lines[i] = len(kept)
@@ -971,10 +973,7 @@ class FineWebQuality(_HeuristicFilter):
             dup_chars[i] = _duplicates(kept)[1]
             newlines[i] = text.count("\n")
             chars[i] = len(text) - newlines[i]
-            per_doc.append(list(map(lookup, text.split())))
-        counts = np.fromiter(map(len, per_doc), np.int64, n)
-        index = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
-        words = _segment_reduce(np.add, self._token_counts.array()[index, 0], counts)
+            words[i] = sum(map(lookup, text.split()))
 
         signals = {
             "lines": lines.astype(np.int64),
