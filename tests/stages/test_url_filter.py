@@ -280,14 +280,14 @@ def test_datatrove_blocklist_tarball_loads() -> None:
 # --- agreement with datatrove ---------------------------------------------------------------------
 
 TRICKY = [
-    "http://blocked.test/",
-    "http://www.blocked.test/a",
-    "http://notblocked.test/",
-    "http://blocked.test.evil.test/",
-    "http://sub.listed.test/",
-    "http://listed.test/",
-    "http://blocked-url.test/page",
-    "http://blocked-url.test/page2",
+    "http://blocked.com/",
+    "http://www.blocked.com/a",
+    "http://notblocked.com/",
+    "http://blocked.com.evil.com/",
+    "http://sub.listed.com/",
+    "http://listed.com/",
+    "http://blocked-url.com/page",
+    "http://blocked-url.com/page2",
     "http://example.com/porn",
     "http://example.com/pornographer",
     "http://example.com/sex",
@@ -303,10 +303,10 @@ TRICKY = [
 
 #: Hand-made URLs where we decide differently from datatrove on purpose.
 INTENDED = {
-    "http://deep.sub.listed.test/": "a listed subdomain also blocks its subdomains",
+    "http://deep.sub.listed.com/": "a listed subdomain also blocks its subdomains",
     "http://10.0.0.1/": "IP hosts match exactly (tldextract gives them no domain, so datatrove never blocks one)",
-    "https://blocked-url.test/page": "URL entries ignore the scheme (datatrove compares raw strings)",
-    "http://www.blocked-url.test/page/more": "URL entries ignore www. and block the paths below them",
+    "https://blocked-url.com/page": "URL entries ignore the scheme (datatrove compares raw strings)",
+    "http://www.blocked-url.com/page/more": "URL entries ignore www. and block the paths below them",
     "http://example.com/PORN-videos": "words are matched case-insensitively (datatrove's tokens keep case)",
     "http://example.com/Sex/Nude": "words are matched case-insensitively",
 }
@@ -336,9 +336,9 @@ def test_decisions_match_datatrove(warc_urls: list[str], blocklists: bool, monke
     hosts = sorted({url.split("/")[2].split(":")[0].lower() for url in warc_urls})
     domains, urls, all_urls = [], [], warc_urls
     if blocklists:
-        domains = ["blocked.test", "sub.listed.test", "10.0.0.1", "example.co.uk",
+        domains = ["blocked.com", "sub.listed.com", "10.0.0.1", "example.co.uk",
                    *hosts[::7], *{".".join(h.split(".")[-2:]) for h in hosts[3::7]}, "us.archive.org"]
-        urls = ["http://blocked-url.test/page"]
+        urls = ["http://blocked-url.com/page"]
         all_urls = warc_urls + TRICKY + list(INTENDED)
     ours = make(block_domains=domains, block_urls=urls, banned_words=["robots"],
                 soft_banned_words=["details", "audio", "images", "gif"], banned_subwords=["iathread", "netzlit"])
