@@ -26,6 +26,7 @@ many of them its reader accepted as HTML documents, "out" how many it kept). Usa
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -185,13 +186,19 @@ def run_ours(paths: list[Path], keep: list[str], filters: list, batch_size: int,
     stages = [build_stage("extract", extract_params or {}, "bench", "extract"),
               build_stage("language", {"keep": keep}, "bench", "language"), *filters]
     out = Path(tempfile.mkdtemp(prefix="curate-bench-"))
+    if "out" in inspect.signature(run_file).parameters:  # outputs named by a Location (URL + fsspec options)
+        from curate.io.fs import Location
+
+        where = {"out": Location(str(out))}
+    else:
+        where = {"out_root": str(out)}
     responses = docs_in = kept = 0
     seconds: dict[str, float] = {"read": 0.0}
     reasons: dict[str, int] = {}
     t0 = time.perf_counter()
     try:
         for path in paths:
-            stats = run_file(str(path), reader, stages, batch_size=batch_size, out_root=str(out), kept_dir="kept")
+            stats = run_file(str(path), reader, stages, batch_size=batch_size, kept_dir="kept", **where)
             responses += stats["records"].get("response", 0)
             docs_in += stats["documents"]
             kept += stats["kept"]
