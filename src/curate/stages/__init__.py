@@ -1,4 +1,4 @@
 """Built-in per-document and global stages; importing this module registers them."""
 
 from curate.io import warc  # noqa: F401
-from curate.stages import contamination, extract, language, quarantine, repetition, url_filter  # noqa: F401
+from curate.stages import contamination, extract, heuristics, language, quarantine, repetition, url_filter  # noqa: F401

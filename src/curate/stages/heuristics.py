@@ -83,6 +83,8 @@ o'clock O'clock em 'em ll 'll nuff 'nuff
 """
 #: Words that spaCy keeps whole with and without a trailing apostrophe ("goin", "goin'"), lower and title case.
 _DROPPED_G = "lovin havin doin goin nothin nuthin ol somethin"
+#: Verbs spaCy splits before "n't"/"nt" (with or without a following "'ve"); "ca", "sha", "wo" as in "can't".
+_NEGATABLE_VERBS = "ca could do does did had may might must need ought sha should wo would"
 #: Contractions spaCy lists but then removes because they are also words ("ill", "its", "well", …).
 _NOT_CONTRACTIONS = "Ill ill Its its Hell hell Shell shell Shed shed were Were Well well Whore whore"
 #: Characters on which spaCy's sentencizer ends a sentence: ``TERMINAL_PUNCTUATION`` minus these.
@@ -139,8 +141,7 @@ def spacy_english_exceptions() -> dict[str, tuple[str, ...]]:
                     add(orth, *parts)
             for parts in (("'ll",), ("ll",), ("'ll", "'ve"), ("ll", "ve"), ("'d",), ("d",), ("'d", "'ve"), ("d", "ve")):
                 add(orth, *parts)
-    verbs = "ca could do does did had may might must need ought sha should wo would".split()
-    for orth in cased(*verbs):
+    for orth in cased(*_NEGATABLE_VERBS.split()):
         for parts in (("n't",), ("nt",), ("n't", "'ve"), ("nt", "ve")):
             add(orth, *parts)
     for orth in cased("could", "might", "must", "should", "would"):
@@ -178,7 +179,8 @@ def _class(mask: np.ndarray) -> str:
     """Regex character-class body for the code points where ``mask`` holds."""
     edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False]))).astype(bool))
     return "".join(
-        f"\\U{a:08x}" if a == b - 1 else f"\\U{a:08x}-\\U{b - 1:08x}" for a, b in zip(edges[::2], edges[1::2], strict=True)
+        f"\\U{a:08x}" if a == b - 1 else f"\\U{a:08x}-\\U{b - 1:08x}"
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
     )
 
 
@@ -222,39 +224,37 @@ class _Memo(dict):
         return value
 
 
-def _pieces(table: str) -> list[str]:
-    return table.split()
-
-
 class EnglishWords:
     """spaCy ``blank("en")`` word splitting, the tokenizer datatrove's English filters use, without spaCy.
 
     The algorithm is ``spacy.tokenizer.Tokenizer``'s: split on whitespace; peel prefixes and suffixes off
     each chunk until a special case (contraction, abbreviation, emoticon) or nothing is left; keep URLs
     whole; split the rest at infixes; finally merge token runs that spell a special case. Rule tables are
-    spaCy 3.8's English ones, so tokens agree with spaCy on real text (see the tests), at about 20x the speed.
+    spaCy 3.8's English ones, so tokens agree with spaCy on real text (1,609,317 tokens of 2,134 documents:
+    one document differs, see the tests); memoised per chunk, it runs 20x (cold) to 60x (warm) faster than
+    datatrove's ``split_into_words``.
     """
 
     def __init__(self) -> None:
         alpha, lower, upper, symbols = _letter_classes()
         # A class with astral ranges is slow to *fail* (re scans those ranges one by one), so every use of a
         # large class is guarded by a cheap lookahead on the characters that can match at that point.
-        punct, quotes, ellipses = _pieces(_PUNCT), _pieces(_QUOTES), [r"\.\.+", "…"]
-        icons = [rf"(?=[^\x00-\x7f])[{symbols}]"]
+        punct, quotes, ellipses = _PUNCT.split(), _QUOTES.split(), [r"\.\.+", "…"]
+        icon = rf"(?=[^\x00-\x7f])[{symbols}]"
         quote_chars = "".join(quotes)
-        prefixes = ["§", "%", "=", "—", "–", r"\+(?![0-9])", *punct, *ellipses, *quotes, *_pieces(_CURRENCY), *icons]
+        prefixes = ["§", "%", "=", "—", "–", r"\+(?![0-9])", *punct, *ellipses, *quotes, *_CURRENCY.split(), icon]
         infixes = [
             *ellipses,
-            *icons,
+            icon,
             r"(?<=[0-9])[+\-\*^](?=[0-9-])",
             rf"(?=\.)(?<=[{lower}{quote_chars}])\.(?=[{upper}{quote_chars}])",
             rf"(?=,)(?<=[{alpha}]),(?=[{alpha}])",
-            rf"(?=[-–—~])(?<=[{alpha}0-9])(?:{'|'.join(_pieces(_HYPHENS))})(?=[{alpha}])",
+            rf"(?=[-–—~])(?<=[{alpha}0-9])(?:{'|'.join(_HYPHENS.split())})(?=[{alpha}])",
             rf"(?=[:<>=/])(?<=[{alpha}0-9])[:<>=/](?=[{alpha}])",
         ]
         self._prefix = re.compile("|".join("^" + p for p in prefixes)).match
         self._infix = re.compile("|".join(infixes)).finditer
-        self._may_have_infix = re.compile(rf"[.…+\-*^,–—~:<>=/]|{icons[0]}").search
+        self._may_have_infix = re.compile(rf"[.…+\-*^,–—~:<>=/]|{icon}").search
         self._url = re.compile("(?u)" + _URL.format(lower=lower)).match
         # Suffixes: spaCy's regex is an alternation of ~100 "$"-anchored pieces; they all end at the end,
         # so the leftmost match is the longest one, which _suffix_length finds with a few set lookups.
@@ -263,7 +263,7 @@ class EnglishWords:
         self._upper = re.compile(f"[{upper}]").match
         # The class spaCy builds for "period after ..." literally includes "|", "(", "?", ":" from its syntax.
         self._before_period = re.compile(rf"[0-9{lower}%²\-\+{'|'.join(punct)}(?:{quote_chars})]").match
-        units = _pieces(_CURRENCY) + _pieces(_UNITS)
+        units = _CURRENCY.split() + _UNITS.split()
         self._unit_suffix = re.compile(rf"(?<=[0-9])(?:{'|'.join(units)})$").search
         self._unit_last_chars = frozenset(u[-1] for u in units)
         self.exceptions = spacy_english_exceptions()
@@ -292,6 +292,7 @@ class EnglishWords:
         return tokens
 
     def _split(self, string: str, exceptions: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+        """spaCy's ``_split_affixes`` then ``_attach_tokens``; with no exceptions, what its matcher patterns are."""
         if string.isalpha():  # no affix or infix rule can match letters only
             return exceptions.get(string) or (string,)
         prefixes: list[str] = []
@@ -323,9 +324,9 @@ class EnglishWords:
         tokens = prefixes
         if string in exceptions:
             tokens += exceptions[string]
-        elif not string or ("." in string and self._url(string)) or not self._may_have_infix(string):
-            tokens += [string] if string else []
-        else:
+        elif string and (("." in string and self._url(string)) or not self._may_have_infix(string)):
+            tokens.append(string)
+        elif string:
             start = 0
             for match in self._infix(string):
                 a, b = match.span()
@@ -342,6 +343,7 @@ class EnglishWords:
         return tuple(tokens)
 
     def _suffix_length(self, s: str) -> int:
+        """Length of the suffix spaCy's English rules split off the end of ``s`` (0 if none)."""
         n, last = len(s), s[-1]
         length = 1 if last in self._suffix_chars or (last > "\x7f" and self._symbol(last)) else 0
         if last == "…":
@@ -430,7 +432,7 @@ class _ChunkTable(_Memo):
 
 def _segment_reduce(ufunc: np.ufunc, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``ufunc`` reduced over consecutive segments of ``values`` of the given lengths (0 for empty ones)."""
-    out = np.zeros((len(counts),) + values.shape[1:], values.dtype)
+    out = np.zeros((len(counts), *values.shape[1:]), values.dtype)
     nonempty = counts > 0
     if nonempty.any():
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -780,7 +782,9 @@ class GopherRepetition(_HeuristicFilter):
         counts = np.fromiter(map(len, per_doc), np.int64, n)
         tokens = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         lengths = np.asarray(self._token_lengths, np.int64)[tokens]
-        top, dup = ngram_repetition(tokens, lengths, counts, [k for k, _ in p.top_n_grams], [k for k, _ in p.dup_n_grams])
+        top, dup = ngram_repetition(
+            tokens, lengths, counts, [k for k, _ in p.top_n_grams], [k for k, _ in p.dup_n_grams]
+        )
         text_chars = pc.utf8_length(batch.column("text").fill_null("")).to_numpy().astype(np.float64)
 
         signals = {
@@ -800,7 +804,9 @@ class GopherRepetition(_HeuristicFilter):
             _Rule("dup_line_char_frac", s["dup_line_char_frac"], p.dup_line_char_frac, "max"),
         ]
         rules += [_Rule(f"top_{k}_gram", s[f"top_{k}_gram_char_frac"], limit, "max") for k, limit in p.top_n_grams]
-        rules += [_Rule(f"duplicated_{k}_n_grams", s[f"dup_{k}_gram_char_frac"], limit, "max") for k, limit in p.dup_n_grams]
+        rules += [
+            _Rule(f"duplicated_{k}_n_grams", s[f"dup_{k}_gram_char_frac"], limit, "max") for k, limit in p.dup_n_grams
+        ]
         return self._finish(batch, signals, rules)
 
 
@@ -862,7 +868,9 @@ class C4Quality(_HeuristicFilter):
             classes = "".join(map(lookup, chunks))
         else:  # any other whitespace run is a token of its own (spaCy keeps all but one plain space)
             parts = _WHITESPACE_RUNS.split(line)
-            classes = "".join(lookup(part) if i % 2 == 0 else "" if part == " " else "W" for i, part in enumerate(parts))
+            classes = "".join(
+                lookup(part) if i % 2 == 0 else "" if part == " " else "W" for i, part in enumerate(parts)
+            )
         return 1 + len(_SENTENCE_BREAK.findall(classes))
 
     def process(self, batch: pa.Table) -> pa.Table:
@@ -878,15 +886,16 @@ class C4Quality(_HeuristicFilter):
         for i, text in enumerate(texts):
             row = dict.fromkeys(names, 0)
             kept = []
+            lorem_at = curly_at = None
             lines = text.splitlines()
             row["lines"] = len(lines)
             for index, raw in enumerate(lines):
                 line = raw.strip()
                 words = line.split()
-                if p.max_word_length is not None and len(line) > p.max_word_length:
-                    if any(len(word) > p.max_word_length for word in words):
-                        row["too_long_word_lines"] += 1
-                        continue
+                too_long = p.max_word_length is not None and len(line) > p.max_word_length  # cheap test first
+                if too_long and any(len(word) > p.max_word_length for word in words):
+                    row["too_long_word_lines"] += 1
+                    continue
                 if p.remove_citations and "[" in line:
                     line = _CITATION.sub("", line)
                 if p.filter_no_terminal_punct and (not line.endswith(_END_PUNCTUATION) or line.endswith("...")):
@@ -896,23 +905,25 @@ class C4Quality(_HeuristicFilter):
                     row["too_few_words_lines"] += 1
                     continue
                 lower = line.lower()
-                if p.filter_lorem_ipsum and np.isnan(lorem_line[i]) and "lorem ipsum" in lower:
-                    lorem_line[i] = index
+                if p.filter_lorem_ipsum and lorem_at is None and "lorem ipsum" in lower:
+                    lorem_at = index
                 if p.filter_javascript and "javascript" in lower:
                     row["javascript_lines"] += 1
                     continue
-                if p.filter_curly_bracket and np.isnan(curly_line[i]) and "{" in line:
-                    curly_line[i] = index
+                if p.filter_curly_bracket and curly_at is None and "{" in line:
+                    curly_at = index
                 if p.filter_policy and any(h in lower for h in _POLICY_HINTS) and _POLICY.search(lower):
                     row["policy_lines"] += 1
                     continue
-                if p.min_num_sentences is not None:
-                    row["sentences"] += self.sentences(line)
+                row["sentences"] += self.sentences(line)
                 kept.append(line)
             row["kept_lines"] = len(kept)
             for name, value in row.items():
                 counts[name][i] = value
-            kept_texts.append("\n".join(kept).strip())
+            lorem_line[i] = np.nan if lorem_at is None else lorem_at
+            curly_line[i] = np.nan if curly_at is None else curly_at
+            if p.remove_lines:
+                kept_texts.append("\n".join(kept).strip())
 
         signals: dict[str, np.ndarray] = {**counts, "lorem_ipsum_line": lorem_line, "curly_bracket_line": curly_line}
         # datatrove returns at the first surviving line with either; on one line "lorem ipsum" is checked first.
@@ -956,8 +967,11 @@ class FineWebQuality(_HeuristicFilter):
 
     def setup(self) -> None:
         self._words = english_words()
-        self._token_counts = _Memo(lambda chunk: len(self._words.split(chunk)))
+        self._token_counts = _Memo(self._count_tokens)
         self._stop_chars = tuple(self.params.stop_chars or sorted(TERMINAL_PUNCTUATION))
+
+    def _count_tokens(self, chunk: str) -> int:
+        return len(self._words.split(chunk))
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
