@@ -252,9 +252,12 @@ def run_apply(stage_name: str, kept_path: str, out: Location, step_dir: str, nex
     name = kept_path.rsplit("/", 1)[-1]
     index = pc.index_in(table["id"], removals["id"])
     hit = pc.is_valid(index)
-    take = pc.fill_null(index, 0)
-    batch = mark_removed(table, hit, stage_name, pc.take(removals["reason"], take),
-                         pc.take(removals["score"], take), pc.take(removals["threshold"], take))
+    if removals.num_rows:
+        take = pc.fill_null(index, 0)
+        batch = mark_removed(table, hit, stage_name, pc.take(removals["reason"], take),
+                             pc.take(removals["score"], take), pc.take(removals["threshold"], take))
+    else:
+        batch = table
     kept = PartWriter(fs, f"{root}/{next_kept_dir}/{name}")
     kept.write(batch.filter(pc.invert(hit)))
     kept.close()
