@@ -106,3 +106,18 @@ def test_missing_content_type_is_sniffed() -> None:
     counts, errors, rows = read_all(buf.getvalue())
     assert [r["url"] for r in rows] == ["http://a.example/"]
     assert counts.skipped == {"non_html": 1}
+
+
+@pytest.mark.parametrize("head, is_html", [
+    (b"\xef\xbb\xbf<!DOCTYPE html><html>", True),                    # UTF-8 BOM
+    (b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML', True),
+    (b"<script>var x = 1;</script><html>", True),
+    (b"  <!-- generated -->\n<html><body>", True),
+    (b'<?xml version="1.0"?><rss version="2.0">', False),
+    (b'{"json": true}', False),
+    (b"\x89PNG\r\n\x1a\n", False),
+])
+def test_sniffing_without_content_type(head: bytes, is_html: bool) -> None:
+    from curate.io.warc import _is_html
+
+    assert _is_html("", head) is is_html

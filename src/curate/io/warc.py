@@ -28,7 +28,13 @@ from curate.stage import Reader, StageParams
 ErrorSink = Callable[[int | None, str | None, str], None]
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_SNIFF = re.compile(rb"^\s*(?:<!doctype\s+html|<html|<head|<body|<!--|<meta|<title)", re.IGNORECASE)
+#: Leading bytes of an HTML page (after an optional BOM and whitespace), as a browser would sniff them
+#: when the server sends no Content-Type; an XML prolog counts only if XHTML follows.
+_SNIFF = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"
+    rb"(?:<!doctype\s+html|<html|<head|<body|<meta|<title|<script|<link|<style|<div|<p[\s>]|<h1|<table|<a\s)",
+    re.IGNORECASE | re.DOTALL,
+)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
