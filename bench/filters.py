@@ -29,18 +29,21 @@ import pyarrow as pa
 from curate.schema import conform
 from curate.stage import DocumentStage
 from curate.stages.heuristics import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+from curate.stages.repetition import Repetition
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def our_stages() -> list[DocumentStage]:
-    """Our side, in pipeline order. Another per-document stage (e.g. ``repetition``) is one more entry."""
+    """Our side, in pipeline order: the four heuristic filters, then the pathological-sequence detector
+    (which datatrove does not have: its cost is counted on our side only, so the ratio is conservative)."""
     return [
         GopherRepetition(),
         GopherQuality(),
         C4Quality(C4Quality.Params(filter_no_terminal_punct=False, remove_lines=True)),
         FineWebQuality(),
+        Repetition(),
     ]
 
 
