@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -296,12 +295,10 @@ def test_batch_equals_one_document_at_a_time(stage: Repetition, wiki) -> None:
     assert together.equals(alone)
 
 
-def test_long_document_is_fast(stage: Repetition, wiki) -> None:
-    """Linear in length: 2.8 M characters in about a second (a quadratic scan would take hours)."""
+def test_long_document(stage: Repetition, wiki) -> None:
+    """2.8 M characters (about a second: the scan is linear; speed is measured by bench/repetition.py)."""
     text = "".join(wiki) + "m" * 500_000 + "ab" * 250_000
-    start = time.perf_counter()
     (row,) = run(stage, [text])
-    assert time.perf_counter() - start < 10  # generous: shared CI cores
     assert row["reason"] == "token_period_run"
 
 
