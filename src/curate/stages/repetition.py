@@ -89,6 +89,13 @@ class RepetitionParams(StageParams):
         1_000, ge=1, description="shortest UTF-8 text the compression rule applies to (short text never compresses)"
     )
 
+    measure_removed: bool = Field(
+        False,
+        description="also measure rows earlier stages removed (sets repetition_pathological on them, never "
+        "re-marks them), so source_quarantine counts a pathological page that, say, the language filter "
+        "removed first; costs the stage's time on every row",
+    )
+
     @model_validator(mode="after")
     def _periods_ordered(self) -> RepetitionParams:
         if self.min_period > self.max_period:
@@ -256,7 +263,8 @@ class Repetition(DocumentStage):
 
     Columns: ``n_tokens``; ``period``, ``count``, ``longest_run`` and ``run_fraction`` (see
     :class:`TokenRuns`); ``char_run``, ``char_ngram_run`` and ``char_run_fraction`` (see :class:`CharRuns`);
-    ``compression_ratio`` (null for empty text) and ``n_bytes`` (UTF-8 size).
+    ``compression_ratio`` (null for empty text) and ``n_bytes`` (UTF-8 size); ``pathological`` is true
+    when any rule fails (also on rows an earlier stage removed, with ``measure_removed``).
 
     Reasons (score = measured value, threshold = the limit): ``token_period_run`` (copies of the most
     repeated span ≥ ``max_repeats``), ``char_run`` (longest one-character run ≥ ``max_char_run``),
@@ -308,10 +316,15 @@ class Repetition(DocumentStage):
             ("char_run_fraction", "repetition_char_run_fraction", p.max_char_run_fraction, True, long_enough),
             ("low_compression_ratio", "repetition_compression_ratio", p.min_compression_ratio, False, big_enough),
         ]
+        pathological = np.zeros(len(texts), dtype=bool)
         for reason, column, limit, at_or_above, applies in rules:
             if limit is None:
                 continue
             measured = value[column]
             failing = applies & (measured >= limit if at_or_above else measured < limit)
+            pathological |= failing
             batch = self.remove(batch, pa.array(failing), reason, columns[column], float(limit))
-        return batch
+        return set_column(batch, "repetition_pathological", pa.array(pathological, pa.bool_()))
+
+    def measures_removed_rows(self) -> bool:
+        return self.params.measure_removed
