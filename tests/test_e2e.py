@@ -84,6 +84,19 @@ def test_quickstart_fixture(ray_session, tmp_path: Path) -> None:
     assert pq.read_table(out / "removed" / "extract")["reason"].to_pylist() == ["empty_text"]
 
 
+def test_audit_command_explains_every_removal(ray_session, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q"
+    assert run_cli(QUICKSTART, "-i", REPO / "examples" / "quickstart" / "quickstart.warc.gz", "-o", out) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "--examples", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "5 documents read" in report and "conservation OK" in report
+    assert "language: in 4, removed 1 (25.0%)" in report and "wrong_language: 1" in report
+    assert "e.g. https://wetter.example.de/artikel/herbststurm" in report and "Herbststurm zieht" in report
+    assert "extract: in 5, removed 1" in report and "https://shop.example.com/category/shoes?page=7" in report
+    assert main(["audit", str(tmp_path / "nothing-here")]) == 2
+
+
 def test_a_stage_that_raises_sends_only_its_documents_to_errors(shared_data: Path, ray_session, tmp_path: Path) -> None:
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n  - plugins:FailOn: {fail_on: Escopete}\n")

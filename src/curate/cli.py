@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
+    audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
+    audit.add_argument("output", help="the --output folder of a run")
+    audit.add_argument("--examples", type=int, default=3, help="examples per stage and reason")
+    audit.add_argument("--config", default=None, help="runtime profile YAML (storage options for S3)")
     return parser
 
 
@@ -38,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         from curate.registry import known_stages
 
         print("\n".join(known_stages()))
+        return 0
+    if args.command == "audit":
+        from curate.audit.report import audit_report
+        from curate.io.fs import Location
+
+        try:
+            options = load_profile(args.config).storage_options
+            print(audit_report(Location(args.output, dict(options)), examples=args.examples))
+        except (ConfigError, FileNotFoundError) as exc:
+            print(f"curate: error: {exc} (is {args.output} the output folder of a finished run?)", file=sys.stderr)
+            return 2
         return 0
     try:
         pipeline = load_pipeline(args.pipeline)
