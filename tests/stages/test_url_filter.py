@@ -360,7 +360,7 @@ def test_decisions_match_datatrove(warc_urls: list[str], blocklists: bool, monke
         """A listed domain between the registered domain and the host (datatrove checks only those two)."""
         info = theirs.tldextractor(url)
         labels = info.fqdn.split(".")
-        parents = {".".join(labels[i:]) for i in range(1, len(labels))} - {info.registered_domain}
+        parents = {".".join(labels[i:]) for i in range(1, len(labels))} - {info.top_domain_under_public_suffix}
         return bool(parents & set(domains))
 
     our_reasons = [r[1] for r in run(ours, all_urls)]
