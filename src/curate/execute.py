@@ -104,7 +104,7 @@ def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_siz
     fid = file_id(uri)
     started = time.time()
     counts = ReadCounts()
-    stage_counts = {s.name: StageCounter() for s in stages}
+    stage_counts = {s.name: StageCounter() for s in (reader, *stages)}
     writers: dict[str, PartWriter] = {}
     error_rows: list[dict[str, Any]] = []
 
@@ -127,6 +127,7 @@ def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_siz
             if batch is None:
                 break
             batch = conform(batch)
+            stage_counts[reader.name].docs_in += batch.num_rows
             for stage in stages:
                 counter = stage_counts[stage.name]
                 counter.docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
@@ -135,6 +136,7 @@ def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_siz
                 counter.seconds += time.perf_counter() - t0
             _route(batch, uri, writer, kept_dir, error_rows, stage_counts)
 
+    stage_counts[reader.name].seconds = read_seconds
     if error_rows:
         writer("errors").write(pa.Table.from_pylist(error_rows, schema=ERROR_SCHEMA))
     for w in writers.values():

@@ -121,3 +121,14 @@ def test_sniffing_without_content_type(head: bytes, is_html: bool) -> None:
     from curate.io.warc import _is_html
 
     assert _is_html("", head) is is_html
+
+
+def test_oversized_page_is_a_removed_document_not_a_skip(shared_data: Path) -> None:
+    reader = WarcReader(WarcReadParams(max_record_bytes=20_000))
+    counts, errors = ReadCounts(), []
+    with open(shared_data / "warc" / "dolma-wget-sample-0000.warc.gz", "rb") as f:
+        rows = [r for t in reader.read(f, "x", 100, lambda *e: errors.append(e), counts) for r in t.to_pylist()]
+    big = [r for r in rows if r["removed_by"] == "warc_read"]
+    assert big and counts.documents == len(rows) == 22 and "too_large" not in counts.skipped
+    assert all(r["reason"] == "too_large" and r["score"] > 20_000 and r["html"] is None for r in big)
+    assert all(r["removed_by"] is None and r["html"] for r in rows if r not in big)

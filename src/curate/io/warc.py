@@ -41,7 +41,7 @@ _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 class WarcReadParams(StageParams):
     engine: Literal["fastwarc", "warcio"] = Field("fastwarc", description="fastwarc is 4-20x faster")
     max_record_bytes: int = Field(
-        10_000_000, ge=1, description="larger HTTP payloads are counted as 'too_large' and skipped"
+        10_000_000, ge=1, description="larger HTML pages are removed by this stage as 'too_large' (unparsed)"
     )
     wet: bool = Field(True, description="also read WET 'conversion' records (already plain text)")
     sources: SourceRules = Field(default_factory=SourceRules, description="url -> source key rules")
@@ -237,13 +237,14 @@ class WarcReader(Reader):
         if not _is_html(content_type, body):
             counts.skipped["non_html"] += 1
             return None
-        if len(body) > params.max_record_bytes:
-            counts.skipped["too_large"] += 1
-            return None
         match = _CHARSET.search(content_type)
         counts.documents += 1
-        return self._row(rec, path, uri, content_type.split(";")[0].strip().lower() or "text/html",
-                         match.group(1).lower() if match else None, body, None)
+        row = self._row(rec, path, uri, content_type.split(";")[0].strip().lower() or "text/html",
+                        match.group(1).lower() if match else None, body, None)
+        if len(body) > params.max_record_bytes:  # a document all the same: removed, with its size, not skipped
+            row.update(html=None, removed_by=self.name, reason="too_large", score=float(len(body)),
+                       threshold=float(params.max_record_bytes))
+        return row
 
     @staticmethod
     def _row(rec: _Record, path: str, uri: str | None, content_type: str, charset: str | None,
