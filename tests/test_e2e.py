@@ -265,3 +265,22 @@ def test_fineweb_recipe_reports_a_pathological_source_that_other_filters_emptied
     if quarantined.exists():
         assert set(pq.read_table(quarantined)["source"].to_pylist()) <= {"reddit.com/r/microwavegang"}
     assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_adding_inputs_redoes_corpus_wide_steps(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """A resumed run with more inputs must not reuse a global decision made without them."""
+    from fixtures.build_reddit_warc import build_reddit_warc
+
+    warc = tmp_path / "reddit.warc.gz"
+    build_reddit_warc(warc)
+    pipeline = tmp_path / "q.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n  - repetition: {}\n  - source_quarantine: {}\n")
+    healthy = shared_data / "warc" / "dolma-wget-sample-0000.warc.gz"
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", healthy, "-o", out) == 0
+    assert pq.read_table(out / "stats" / "source_quarantine_report.parquet").num_rows == 0
+    assert run_cli(pipeline, "-i", healthy, warc, "-o", out) == 0
+    report = pq.read_table(out / "stats" / "source_quarantine_report.parquet")
+    assert report["source"].to_pylist() == ["reddit.com/r/microwavegang"]
+    assert "reddit.com/r/microwavegang" not in set(pq.read_table(out / "kept")["source"].to_pylist())
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]

@@ -190,11 +190,15 @@ def _route(batch: pa.Table, uri: str, writer, kept_dir: str, error_rows: list[di
 # ---- global stages: map (partial) -> shuffle by key -> reduce (decide) -> apply ----------------------
 
 def _hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Array:
+    """Partition of each key: a stable hash (xxh64), computed once per distinct key, not once per row."""
     import numpy as np
     import xxhash
 
-    values = keys.to_pylist()
-    return pa.array(np.array([xxhash.xxh64_intdigest(str(k)) % partitions for k in values], dtype=np.int64))
+    encoded = pc.dictionary_encode(keys).combine_chunks() if isinstance(keys, pa.ChunkedArray) else \
+        pc.dictionary_encode(keys)
+    per_value = np.array([xxhash.xxh64_intdigest(str(v)) % partitions for v in encoded.dictionary.to_pylist()],
+                         dtype=np.int64)
+    return pa.array(per_value[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
 def run_partial(stage: GlobalStage, paths: list[str], out: Location, step_dir: str, map_id: str,

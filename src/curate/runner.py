@@ -12,6 +12,7 @@ marker, so re-running the same command resumes where a crash stopped it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -192,6 +193,23 @@ class Runner:
             ray.kill(worker)
         return failed
 
+    def _inputs_digest(self) -> str:
+        """Which inputs a corpus-wide step saw: the finished inputs of step 0."""
+        finished = sorted(p.rsplit("/", 1)[-1] for p in self.fs.glob(f"{self.root}/work/done/*") if ".tmp" not in p)
+        return hashlib.sha256("\n".join(finished).encode()).hexdigest()[:16]
+
+    def _load_marker(self, marker: str) -> dict[str, Any] | None:
+        """A step's result if it ran over the same finished inputs; a step that saw fewer inputs (the run
+        was resumed with more) is redone, since a corpus-wide decision depends on every document."""
+        if not self.fs.exists(marker):
+            return None
+        with self.fs.open(marker, "r") as f:
+            done = json.load(f)
+        if done.get("inputs") != self._inputs_digest():
+            _log(f"{marker.rsplit('/', 2)[-2]}: the set of finished inputs changed since it ran; redoing it")
+            return None
+        return done
+
     def _previous_kept(self, step: Step) -> str:
         return _kept_dir(self.steps, self.steps[step.index - 1])
 
@@ -199,9 +217,9 @@ class Runner:
         stage: GlobalStage = step.stages[0]
         step_dir = f"work/step{step.index}"
         marker = f"{self.root}/{step_dir}/done.json"
-        if self.fs.exists(marker):
-            with self.fs.open(marker, "r") as f:
-                return json.load(f)
+        done = self._load_marker(marker)
+        if done is not None:
+            return done["result"]
         t0 = time.time()
         if self.fs.exists(f"{self.root}/{step_dir}"):
             self.fs.rm(f"{self.root}/{step_dir}", recursive=True)  # an interrupted attempt: redo it whole
@@ -228,7 +246,7 @@ class Runner:
                   "partial_rows": rows_in, "report_rows": sum(r for _, r in decided),
                   "seconds": round(time.time() - t0, 3)}
         self._copy_report(stage.name, step_dir)
-        write_text_atomic(self.fs, marker, json.dumps(result))
+        write_text_atomic(self.fs, marker, json.dumps({"inputs": self._inputs_digest(), "result": result}))
         _log(f"{stage.name}: removed {result['removed']} of {result['in']} documents")
         return result
 
@@ -251,9 +269,9 @@ class Runner:
 
     def _run_partitions(self, ray, step: Step) -> list[dict[str, Any]]:
         marker = f"{self.root}/work/step{step.index}/done.json"
-        if self.fs.exists(marker):
-            with self.fs.open(marker, "r") as f:
-                return json.load(f)
+        done = self._load_marker(marker)
+        if done is not None:
+            return done["result"]
         t0 = time.time()
         stages: list[DocumentStage] = step.stages
         gpus = max((s.resources.gpus for s in stages), default=0.0)
@@ -271,7 +289,7 @@ class Runner:
             merged.append({"stage": stage.name, "in": sum(r["in"] for r in per),
                            "removed": sum(r["removed"] for r in per), "reasons": reasons,
                            "seconds": round(sum(r["seconds"] for r in per), 3)})
-        write_text_atomic(self.fs, marker, json.dumps(merged))
+        write_text_atomic(self.fs, marker, json.dumps({"inputs": self._inputs_digest(), "result": merged}))
         _log(f"step {step.index}: {len(parts)} partitions in {time.time() - t0:.1f}s")
         return merged
 
