@@ -29,7 +29,8 @@ import pyarrow as pa
 import pytest
 
 from curate.schema import DOCUMENT_SCHEMA
-from curate.stages.extract import Extract, ExtractParams, decode_html, extract_text
+from curate.io.html import decode_html, extract_text
+from curate.stages.extract import Extract, ExtractParams
 from curate.stages.language import Language, LanguageParams
 
 ENGINES = ("resiliparse", "trafilatura")  # resiliparse is the default engine

@@ -1,27 +1,30 @@
 """HTML → main text, with encoding repair and a per-document time limit.
 
 Resiliparse is the default (DCLM found it ~8x faster than trafilatura with better downstream scores);
-trafilatura is selectable per pipeline. Extraction runs in a child process so a pathological page that
-makes a C extension spin can be killed after ``timeout_s`` (a thread cannot interrupt C code); the page
-is then removed with reason ``extraction_timeout`` and the worker goes on with a fresh child.
+trafilatura is selectable per pipeline (decoding and extraction live in :mod:`curate.io.html`).
+Extraction runs in a child process so a pathological page that makes a C extension spin can be killed
+after ``timeout_s`` (a thread cannot interrupt C code); the page is then removed with reason
+``extraction_timeout`` and the worker goes on with a fresh child.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import re
+import json
+import select
+import subprocess
+import sys
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from curate.io.html import extract_text, read_frame, write_frame
 from curate.registry import register
 from curate.schema import set_column
 from curate.stage import DocumentStage, StageParams
 
 _STARTUP_TIMEOUT_S = 120.0
-_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
 
 
 class ExtractParams(StageParams):
@@ -32,101 +35,46 @@ class ExtractParams(StageParams):
     min_chars: int = Field(1, ge=0, description="shorter extractions are removed as 'empty_text'")
 
 
-def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
-    """Decode a page whose declared charset may lie; return (text, encoding used).
-
-    Order: valid UTF-8 wins (a page that decodes as UTF-8 is UTF-8 far more often than the latin-1 its
-    header claims), then the HTTP charset, then a ``<meta charset>``, then byte-level detection.
-    """
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
-
-    try:
-        return html.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    meta = _META_CHARSET.search(html[:4096])
-    for label in (declared, meta.group(1).decode("ascii", "ignore") if meta else None):
-        encoding = map_encoding_to_html5(label) if label else None
-        if encoding and encoding != "utf-8":
-            try:
-                return html.decode(encoding), encoding
-            except (UnicodeDecodeError, LookupError):
-                pass
-    encoding = detect_encoding(html) or "cp1252"
-    return bytes_to_str(html, encoding, errors="replace"), encoding
-
-
-def extract_text(html: bytes, declared: str | None, params: ExtractParams) -> tuple[str, str]:
-    """(text, encoding) of one page with the configured engine."""
-    page, encoding = decode_html(html, declared)
-    if params.engine == "resiliparse":
-        from resiliparse.extract.html2text import extract_plain_text
-
-        text = extract_plain_text(page, main_content=params.main_content, alt_texts=False,
-                                  preserve_formatting=True, noscript=False)
-    else:
-        import trafilatura
-
-        text = trafilatura.extract(page, favor_precision=params.favor_precision, include_comments=False,
-                                   deduplicate=True) or ""
-    return text.strip(), encoding
-
-
-def _child(conn, params: ExtractParams) -> None:
-    extract_text(b"<html><body><p>warm-up</p></body></html>", None, params)  # import the engine first
-    conn.send(("ready", "", ""))
-    while True:
-        try:
-            html, declared = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(("ok", *extract_text(html, declared, params)))
-        except Exception as exc:  # noqa: BLE001 - reported per document, the child stays alive
-            conn.send(("error", f"{type(exc).__name__}: {exc}", ""))
-
-
 class _Sandbox:
     """A child process that extracts one page at a time and is replaced when a page exceeds the limit."""
 
     def __init__(self, params: ExtractParams) -> None:
         self.params = params
-        self._ctx = mp.get_context("spawn")
-        self._proc = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child, args=(child, self.params), daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        options = json.dumps(self.params.model_dump(include={"engine", "main_content", "favor_precision"}))
+        self._proc = subprocess.Popen([sys.executable, "-m", "curate.io.html", options], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, bufsize=0)
         # The per-document clock starts only once the child has imported its engine: a slow start on a
         # loaded machine must not be mistaken for a pathological page.
-        if not parent.poll(_STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+        if not self._ready(_STARTUP_TIMEOUT_S) or read_frame(self._proc.stdout.fileno())[0] != "ready":
             self.close()
             raise RuntimeError(f"extraction subprocess did not start within {_STARTUP_TIMEOUT_S}s")
 
+    def _ready(self, timeout: float) -> bool:
+        return bool(select.select([self._proc.stdout], [], [], timeout)[0])
+
     def run(self, html: bytes, declared: str | None) -> tuple[str, str, str]:
-        if self._proc is None or not self._proc.is_alive():
+        if self._proc is None or self._proc.poll() is not None:
             self._start()
-        self._conn.send((html, declared))
-        if self._conn.poll(self.params.timeout_s):
-            try:
-                return self._conn.recv()
-            except EOFError:
-                self.close()
-                return ("error", "extractor process died", "")
+        try:
+            write_frame(self._proc.stdin, (html, declared))
+            if self._ready(self.params.timeout_s):
+                return read_frame(self._proc.stdout.fileno())
+        except (EOFError, BrokenPipeError):
+            self.close()
+            return ("error", "extractor process died", "")
         self.close()
         return ("timeout", "", "")
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join()
-            self._conn.close()
+            self._proc.wait()
+            self._proc.stdin.close()
+            self._proc.stdout.close()
         self._proc = None
-        self._conn = None
 
 
 @register

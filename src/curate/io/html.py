@@ -1,0 +1,117 @@
+"""Decode and extract one HTML page; run as ``python -m curate.io.html`` it is the extraction child.
+
+The child speaks length-prefixed pickles over stdin/stdout. It is a plain subprocess rather than a
+``multiprocessing`` one because spawn/forkserver re-import the parent's ``__main__``: a user's script or
+notebook calling ``run_file`` without an ``if __name__ == "__main__"`` guard would run again in the child.
+It imports only this module, so it starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import struct
+import sys
+from typing import IO, Any, Protocol
+
+_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
+_HEADER = struct.Struct("<Q")
+
+
+class EngineOptions(Protocol):
+    engine: str
+    main_content: bool
+    favor_precision: bool
+
+
+def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
+    """Decode a page whose declared charset may lie; return (text, encoding used).
+
+    Order: valid UTF-8 wins (a page that decodes as UTF-8 is UTF-8 far more often than the latin-1 its
+    header claims), then the HTTP charset, then a ``<meta charset>``, then byte-level detection.
+    """
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
+
+    try:
+        return html.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    meta = _META_CHARSET.search(html[:4096])
+    for label in (declared, meta.group(1).decode("ascii", "ignore") if meta else None):
+        encoding = map_encoding_to_html5(label) if label else None
+        if encoding and encoding != "utf-8":
+            try:
+                return html.decode(encoding), encoding
+            except (UnicodeDecodeError, LookupError):
+                pass
+    encoding = detect_encoding(html) or "cp1252"
+    return bytes_to_str(html, encoding, errors="replace"), encoding
+
+
+def extract_text(html: bytes, declared: str | None, options: EngineOptions) -> tuple[str, str]:
+    """(text, encoding) of one page with the configured engine."""
+    page, encoding = decode_html(html, declared)
+    if options.engine == "resiliparse":
+        from resiliparse.extract.html2text import extract_plain_text
+
+        text = extract_plain_text(page, main_content=options.main_content, alt_texts=False,
+                                  preserve_formatting=True, noscript=False)
+    else:
+        import trafilatura
+
+        text = trafilatura.extract(page, favor_precision=options.favor_precision, include_comments=False,
+                                   deduplicate=True) or ""
+    return text.strip(), encoding
+
+
+def write_frame(stream: IO[bytes], value: Any) -> None:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_exact(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("extraction child closed its pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> Any:
+    (size,) = _HEADER.unpack(read_exact(fd, _HEADER.size))
+    return pickle.loads(read_exact(fd, size))
+
+
+class _Options:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.engine = values["engine"]
+        self.main_content = values["main_content"]
+        self.favor_precision = values["favor_precision"]
+
+
+def serve(options: EngineOptions) -> None:
+    """Answer ``(html, declared charset)`` frames with ``(status, text or message, encoding)`` frames."""
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
+    extract_text(b"<html><body><p>warm-up</p></body></html>", None, options)  # import the engine first
+    write_frame(protocol, ("ready", "", ""))
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        try:
+            html, declared = read_frame(stdin)
+        except EOFError:
+            return
+        try:
+            write_frame(protocol, ("ok", *extract_text(html, declared, options)))
+        except Exception as exc:  # noqa: BLE001 - reported per document, the child stays alive
+            write_frame(protocol, ("error", f"{type(exc).__name__}: {exc}", ""))
+
+
+if __name__ == "__main__":
+    serve(_Options(json.loads(sys.argv[1])))
