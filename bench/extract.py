@@ -202,9 +202,9 @@ def run_ours(paths: list[Path], keep: list[str], filters: list, batch_size: int,
             responses += stats["records"].get("response", 0)
             docs_in += stats["documents"]
             kept += stats["kept"]
-            seconds["read"] += stats["read_seconds"]
-            for name, stage_stats in stats["stages"].items():
-                seconds[name] = seconds.get(name, 0.0) + stage_stats["seconds"]
+            for name, stage_stats in stats["stages"].items():  # the reader's seconds are its read time
+                key = "read" if name == reader.name else name
+                seconds[key] = seconds.get(key, 0.0) + stage_stats["seconds"]
                 for reason, n in stage_stats["reasons"].items():
                     reasons[f"{name}:{reason}"] = reasons.get(f"{name}:{reason}", 0) + n
         for stage in stages:
