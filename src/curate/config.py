@@ -44,7 +44,6 @@ class Pipeline:
     source_path: str
     batch_size: int
     stages: list[Reader | DocumentStage | GlobalStage] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: an output folder is only resumed by the same pipeline."""
@@ -134,7 +133,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if dupes:
         raise ConfigError(f"{where}: stages: stage {sorted(dupes)[0]!r} appears twice (names key removed/ folders)")
     return Pipeline(name=str(data.get("name", Path(path).stem)), source_path=where, batch_size=batch_size,
-                    stages=stages, raw=data)
+                    stages=stages)
 
 
 def load_profile(path: str | Path | None) -> RuntimeProfile:

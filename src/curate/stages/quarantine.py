@@ -12,8 +12,6 @@ pages: one spam page must not cost a forum its other threads.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
