@@ -92,6 +92,16 @@ def apply_stage(stage: DocumentStage, batch: pa.Table) -> pa.Table:
     return pa.concat_tables(out, promote_options="default") if out else batch
 
 
+def _apply_all(stages: list[DocumentStage], batch: pa.Table, counters: dict[str, StageCounter]) -> pa.Table:
+    """Run a batch through the stages in order, counting each stage's input and time."""
+    for stage in stages:
+        counters[stage.name].docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
+        t0 = time.perf_counter()
+        batch = apply_stage(stage, batch)
+        counters[stage.name].seconds += time.perf_counter() - t0
+    return batch
+
+
 def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_size: int, out: Location,
              kept_dir: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Process one input file end to end and return its stats (also written to ``stats/files/``).
@@ -128,12 +138,7 @@ def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_siz
                 break
             batch = conform(batch)
             stage_counts[reader.name].docs_in += batch.num_rows
-            for stage in stages:
-                counter = stage_counts[stage.name]
-                counter.docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
-                t0 = time.perf_counter()
-                batch = apply_stage(stage, batch)
-                counter.seconds += time.perf_counter() - t0
+            batch = _apply_all(stages, batch, stage_counts)
             _route(batch, uri, writer, kept_dir, error_rows, stage_counts)
 
     stage_counts[reader.name].seconds = read_seconds
@@ -297,11 +302,7 @@ def run_partition(path: str, stages: list[DocumentStage], out: Location, next_ke
     error_rows: list[dict[str, Any]] = []
     for batch in table.to_batches(max_chunksize=4096):
         batch = pa.Table.from_batches([batch])
-        for stage in stages:
-            counters[stage.name].docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
-            t0 = time.perf_counter()
-            batch = apply_stage(stage, batch)
-            counters[stage.name].seconds += time.perf_counter() - t0
+        batch = _apply_all(stages, batch, counters)
         _route(batch, uri, writer, next_kept_dir, error_rows, counters)
     if error_rows:
         writer("errors").write(pa.Table.from_pylist(error_rows, schema=ERROR_SCHEMA))
