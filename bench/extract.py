@@ -208,7 +208,7 @@ def run_ours(paths: list[Path], keep: list[str], filters: list, batch_size: int,
                 for reason, n in stage_stats["reasons"].items():
                     reasons[f"{name}:{reason}"] = reasons.get(f"{name}:{reason}", 0) + n
         for stage in stages:
-            stage.teardown()
+            stage.close()
         elapsed = time.perf_counter() - t0
     finally:
         shutil.rmtree(out, ignore_errors=True)

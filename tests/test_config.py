@@ -76,3 +76,4 @@ def test_cli_exit_code_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["run", str(tmp_path / "nope.yaml"), "-i", warc, "-o", str(tmp_path / "out")]) == 2
     assert "file not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+

@@ -308,7 +308,7 @@ class _FileWorker:
 
     def close(self) -> None:
         for stage in self.stages:
-            stage.teardown()
+            stage.close()
 
 
 def _init_ray(profile: RuntimeProfile) -> None:

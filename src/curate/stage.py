@@ -61,6 +61,12 @@ class DocumentStage:
         """
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Tear down if set up: a worker whose inputs held no document never ran :meth:`setup`."""
+        if self._ready:
+            self.teardown()
+            self._ready = False
+
     def measures_removed_rows(self) -> bool:
         """True for a stage that also measures rows earlier stages removed (it never re-marks them)."""
         return False
