@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from curate.io.fs import file_id
 from curate.schema import set_column
 from curate.stage import DocumentStage, StageParams
 
@@ -42,3 +45,48 @@ class FailOn(DocumentStage):
         if pc.any(hits).as_py():
             raise ValueError(f"cannot handle {self.params.fail_on!r}")
         return set_column(batch, "fail_on_checked", pa.array([True] * batch.num_rows, pa.bool_()))
+
+
+class DieParams(StageParams):
+    url_matches: str = Field(..., description="kill the worker process on a batch with a URL matching this regex")
+    once_dir: str | None = Field(None, description="die only the first time per input (flags kept here)")
+
+
+class DieOn(DocumentStage):
+    """Kills its worker process (``os._exit``, as an OOM kill or a segfault would) on some inputs."""
+
+    name = "die_on"
+    Params = DieParams
+    reads = ("url", "warc_path")
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        hits = pc.fill_null(pc.match_substring_regex(batch["url"], self.params.url_matches), False)
+        if pc.any(hits).as_py():
+            if self.params.once_dir is None:
+                os._exit(9)
+            flag = Path(self.params.once_dir) / file_id(batch["warc_path"][0].as_py())
+            if not flag.exists():
+                flag.parent.mkdir(parents=True, exist_ok=True)
+                flag.write_text("died")
+                os._exit(9)
+        return batch
+
+
+class FlakyParams(StageParams):
+    fault_dir: str = Field(..., description="the CURATE_FAULT folder: a unit's first attempt has no flag there")
+
+
+class FailsFirstAttempt(DocumentStage):
+    """Raises on every document of a unit's first attempt (which the fault hook then kills before its commit);
+    the retry succeeds. Attempt 1 leaves error parts behind that must never be counted."""
+
+    name = "fails_first_attempt"
+    Params = FlakyParams
+    reads = ("warc_path",)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        if batch.num_rows:
+            unit = file_id(batch["warc_path"][0].as_py())
+            if not (Path(self.params.fault_dir) / f"before_commit-0-{unit}").exists():
+                raise RuntimeError("transient failure on the first attempt")
+        return batch

@@ -1,7 +1,8 @@
 """``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``.
 
-Exit codes: 0 success; 1 the run finished but conservation failed or inputs could not be processed
-(re-run to retry them); 2 invalid configuration or inputs, reported before any work starts.
+Exit codes: 0 success; 1 the run finished but conservation failed, inputs could not be processed (re-run
+to retry them) or the failure policy was exceeded; 2 invalid configuration or inputs, reported before any
+work starts.
 """
 
 from __future__ import annotations
@@ -82,15 +83,18 @@ def _print_summary(result, output: str) -> None:
     print(f"records by type: {json.dumps(stats['records'])}")
     for name, s in stats["stages"].items():
         reasons = ", ".join(f"{r}={n}" for r, n in list(s["reasons"].items())[:6])
+        rate = f"{s['docs_per_s']:.0f}/s" if s.get("docs_per_s") else "-"
         print(f"  {name:<20} in={s['in']:<8} removed={s['removed']:<7} errors={s['errors']:<4} "
-              f"{s['seconds']:.1f}s  {reasons}")
+              f"{s['seconds']:.1f}s {rate:>8}  {reasons}")
     verdict = "OK" if result.conservation.ok else "FAILED"
     print(f"conservation {verdict}: documents read {totals.get('in', 0)} = kept {totals.get('kept', 0)} + "
           f"removed {totals.get('removed', 0)} + errors {totals.get('errors', 0)}")
     for line in result.conservation.failures():
         print(f"  conservation failed: {line}")
-    for uri in result.failed_inputs:
-        print(f"  unfinished input (re-run to retry): {uri}")
+    for uri, step in sorted(result.conservation.unfinished.items()):
+        print(f"  unfinished input (re-run to retry): {uri} (at {step})")
+    for problem in result.problems:
+        print(f"FAILED: {problem}")
     print(f"output: {output}")
 
 

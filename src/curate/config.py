@@ -36,6 +36,29 @@ class RuntimeProfile(_Strict):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for remote inputs/outputs (e.g. S3 endpoint)"
     )
+    unit_attempts: int = Field(3, ge=1, description="tries per unit (an input file, a shuffle partition) when "
+                               "its worker dies or it raises; then the input is left unfinished and listed")
+    shuffle_partition_bytes: int = Field(128 << 20, ge=1, description="global stages: target uncompressed bytes "
+                                         "of the columns they read per shuffle partition")
+    shuffle_partitions: int | None = Field(None, ge=1, description="force this many shuffle partitions")
+
+
+class FailurePolicy(_Strict):
+    """When failures are too many for a run to count as done (exit code 1 with the stage, count and example).
+
+    Errors are documents a stage raised on (isolated row by row into ``errors/``). Unreadable records of
+    damaged inputs are a property of the data, not a failure of the pipeline: they are counted and
+    reported, and fail the run only past ``max_read_error_share`` when that is set.
+    """
+
+    max_error_share: float = Field(0.01, ge=0, le=1, description="stage errors / documents read, whole run; "
+                                   "also each stage's limit (errors / its input) unless overridden")
+    max_stage_error_share: dict[str, float] = Field(default_factory=dict,
+                                                    description="per-stage overrides of max_error_share")
+    max_read_error_share: float | None = Field(None, ge=0, le=1, description="unreadable records / documents read")
+
+    def stage_limit(self, stage: str) -> float:
+        return self.max_stage_error_share.get(stage, self.max_error_share)
 
 
 @dataclass
@@ -44,10 +67,13 @@ class Pipeline:
     source_path: str
     batch_size: int
     stages: list[Reader | DocumentStage | GlobalStage] = field(default_factory=list)
+    failure: FailurePolicy = field(default_factory=lambda: FailurePolicy())
 
     def fingerprint(self) -> str:
-        """Hash of the resolved config: an output folder is only resumed by the same pipeline."""
+        """Hash of the resolved config and the curate version: an output folder is only resumed by the same
+        pipeline run by the same code (the failure policy decides no output, so it is left out)."""
         resolved = {
+            "curate": _curate_version(),
             "batch_size": self.batch_size,
             "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
         }
@@ -57,11 +83,21 @@ class Pipeline:
         return {
             "name": self.name,
             "batch_size": self.batch_size,
+            "failure": self.failure.model_dump(mode="json"),
             "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
         }
 
 
-_TOP_LEVEL_KEYS = {"name", "description", "batch_size", "stages"}
+def _curate_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("curate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_TOP_LEVEL_KEYS = {"name", "description", "batch_size", "failure", "stages"}
 
 
 def _read_yaml(path: str | Path) -> Any:
@@ -132,8 +168,34 @@ def load_pipeline(path: str | Path) -> Pipeline:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"{where}: stages: stage {sorted(dupes)[0]!r} appears twice (names key removed/ folders)")
+    _check_columns(where, stages)
+    try:
+        failure = FailurePolicy(**(data.get("failure") or {}))
+    except (ValidationError, TypeError) as exc:
+        if isinstance(exc, ValidationError):
+            raise ConfigError(_format_validation(where, "failure", exc)) from exc
+        raise ConfigError(f"{where}: failure: expected a mapping") from exc
+    unknown = sorted(set(failure.max_stage_error_share) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: failure.max_stage_error_share.{unknown[0]}: not a stage of this pipeline")
     return Pipeline(name=str(data.get("name", Path(path).stem)), source_path=where, batch_size=batch_size,
-                    stages=stages)
+                    stages=stages, failure=failure)
+
+
+def _check_columns(where: str, stages: list[Reader | DocumentStage | GlobalStage]) -> None:
+    """Every column a stage reads is a document column or added by an earlier stage."""
+    from curate.schema import DOCUMENT_SCHEMA
+    from curate.stage import matches_declared
+
+    added: list[str] = []
+    for i, stage in enumerate(stages):
+        reads = getattr(stage, "reads", ())
+        for column in reads:
+            if column not in DOCUMENT_SCHEMA.names and not matches_declared(column, added):
+                raise ConfigError(f"{where}: stages[{i}].{stage.name}: reads column {column!r}, which no earlier "
+                                  "stage adds")
+        if isinstance(stage, DocumentStage):
+            added += stage.declared_adds()
 
 
 def load_profile(path: str | Path | None) -> RuntimeProfile:

@@ -1,17 +1,26 @@
-"""Run one input file through a pipeline's per-document stages, with no knowledge of Ray.
+"""What one unit of work does, with no knowledge of Ray: the runner ships these jobs to its actors.
 
-Outputs for the file are written under temporary names and renamed into place, then a stats file and
-finally a completion marker: a file with a marker is finished and is skipped on resume; anything else is
-redone from scratch and overwrites its parts.
+* :class:`DocumentJob` runs a step's per-document stages over one unit: an input file through the reader
+  (step 0) or the kept documents a unit committed in the step before.
+* :class:`MapJob` / :class:`ReduceJob` run one :class:`~curate.stage.ShuffleRound` of a global stage:
+  map a unit to keyed rows and hash-partition them into shuffle files; reduce one partition to named
+  outputs, routing ``removals`` back to the units holding those ids.
+* :class:`ApplyJob` joins a unit's removals onto its kept documents.
+
+Each document-producing unit writes its parts (named by :mod:`curate.commit`), then its manifest, last.
+:func:`run_rounds_locally` runs a global stage's rounds in-process, for tests and small corpora.
 """
 
 from __future__ import annotations
 
-import json
+import math
+import os
 import time
 import traceback
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -19,10 +28,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.io.fs import Location, atomic_path, file_id, open_input, write_text_atomic
-from curate.schema import (DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed,
-                           mark_removed)
-from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader
+from curate.commit import Commit, Part, new_attempt, part_path, write_commit
+from curate.io.fs import Location, atomic_path, open_input
+from curate.schema import DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed, \
+    mark_removed
+from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound
+
+#: Rows per batch when a later step re-reads committed parts.
+PART_BATCH_ROWS = 4096
+#: Column a map output carries so a reduce can send removals back to the unit holding each id.
+UNIT_COLUMN = "_unit"
 
 
 @dataclass
@@ -32,14 +47,16 @@ class StageCounter:
     errors: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    example_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"in": self.docs_in, "removed": self.removed, "errors": self.errors,
-                "seconds": round(self.seconds, 4), "reasons": dict(sorted(self.reasons.items()))}
+                "seconds": round(self.seconds, 4), "reasons": dict(sorted(self.reasons.items())),
+                "example_error": self.example_error}
 
 
 class PartWriter:
-    """Streams tables of one destination into a Parquet part, created lazily, renamed on close."""
+    """Streams tables of one destination into a Parquet part, created lazily, renamed into place on close."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
         self.fs, self.path, self.tmp = fs, path, f"{path}.tmp"
@@ -57,12 +74,13 @@ class PartWriter:
         self._writer.write_table(table)
         self.rows += table.num_rows
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.fs.mv(self.tmp, self.path)
-        elif self.fs.exists(self.path):
-            self.fs.rm(self.path)  # a stale part from an interrupted earlier attempt
+    def close(self) -> bool:
+        """True if a part was written."""
+        if self._writer is None:
+            return False
+        self._writer.close()
+        self.fs.mv(self.tmp, self.path)
+        return True
 
 
 def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -74,6 +92,60 @@ def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
+
+class UnitOutput:
+    """One attempt of one unit: its parts, then :meth:`commit` renames them and writes the manifest."""
+
+    def __init__(self, out: Location, step: int, unit: str, kept_dest: str) -> None:
+        self.fs, self.root = out.resolve()
+        self.step, self.unit, self.kept_dest = step, unit, kept_dest
+        self.attempt = new_attempt()
+        self._writers: dict[tuple[str, str | None], PartWriter] = {}
+
+    def write(self, kind: str, table: pa.Table, stage: str | None = None) -> None:
+        key = (kind, stage)
+        if key not in self._writers:
+            dest = {"kept": self.kept_dest, "removed": f"removed/{stage}", "errors": "errors"}[kind]
+            rel = part_path(dest, self.unit, self.step, self.attempt)
+            self._writers[key] = PartWriter(self.fs, f"{self.root}/{rel}")
+        self._writers[key].write(table)
+
+    def commit(self, uri: str, input_key: str, stats: dict[str, Any]) -> Commit:
+        parts = []
+        for (kind, stage), writer in sorted(self._writers.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            if writer.close():
+                parts.append(Part(kind=kind, path=writer.path[len(self.root) + 1:], rows=writer.rows, stage=stage))
+        commit = Commit(step=self.step, unit=self.unit, input=uri, attempt=self.attempt, input_key=input_key,
+                        parts=parts, stats=stats)
+        fault_point("before_commit", self.step, self.unit)
+        write_commit(self.fs, self.root, commit)
+        return commit
+
+
+def fault_point(name: str, step: int, unit: str) -> None:
+    """Fault injection for the end-to-end tests: ``CURATE_FAULT=<name>:<step>:<action>:<dir>``.
+
+    ``action`` is ``die`` (the process exits at once, as an OOM kill would) or ``pause`` (it blocks, so a
+    test can kill -9 the whole run at exactly this point); each fires once per unit, remembered in ``dir``.
+    """
+    spec = os.environ.get("CURATE_FAULT")
+    if not spec:
+        return
+    where, at_step, action, folder = spec.split(":", 3)
+    if where != name or int(at_step) != step:
+        return
+    flag = Path(folder) / f"{name}-{step}-{unit}"
+    if flag.exists():
+        return
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.write_text(action)
+    if action == "die":
+        os._exit(17)
+    while True:
+        time.sleep(60)
+
+
+# ---- per-document steps ------------------------------------------------------------------------------
 
 def apply_stage(stage: DocumentStage, batch: pa.Table) -> pa.Table:
     """Run a stage on a batch; if it raises, isolate the failing rows and send only them to errors."""
@@ -87,151 +159,161 @@ def apply_stage(stage: DocumentStage, batch: pa.Table) -> pa.Table:
         try:
             out.append(stage(row))
         except Exception as exc:  # noqa: BLE001 - this document is reported in errors/
-            message = f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=-1).strip().splitlines()[-2]}"
-            out.append(mark_failed(row, pa.array([True]), stage.name, pa.array([message])))
+            frames = traceback.format_exc(limit=-1).strip().splitlines()
+            where = frames[-2].strip() if len(frames) >= 2 else ""
+            out.append(mark_failed(row, pa.array([True]), stage.name, pa.array([f"{type(exc).__name__}: {exc} | {where}"])))
     return pa.concat_tables(out, promote_options="default") if out else batch
 
 
-def _apply_all(stages: list[DocumentStage], batch: pa.Table, counters: dict[str, StageCounter]) -> pa.Table:
-    """Run a batch through the stages in order, counting each stage's input and time."""
-    for stage in stages:
-        counters[stage.name].docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
-        t0 = time.perf_counter()
-        batch = apply_stage(stage, batch)
-        counters[stage.name].seconds += time.perf_counter() - t0
-    return batch
+@dataclass(frozen=True)
+class DocumentUnit:
+    """One unit of a per-document step: an input file (step 0) or the kept parts it committed upstream."""
+
+    step: int
+    unit: str
+    input: str
+    input_key: str
+    sources: tuple[str, ...] = ()  # step > 0: kept parts (relative paths) of the upstream commit
 
 
-def run_file(uri: str, reader: Reader, stages: list[DocumentStage], *, batch_size: int, out: Location,
-             kept_dir: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Process one input file end to end and return its stats (also written to ``stats/files/``).
+class DocumentJob:
+    """A step's per-document stages, set up once per actor and run over many units.
 
-    Stages stay set up afterwards (a worker reuses them for its next file); the caller tears them down.
+    ``drop_after`` names, per stage, transient columns no later stage reads (``html`` after ``extract``),
+    so they do not travel through the rest of the step.
     """
-    from curate.io.warc import ReadCounts
 
-    fs, root = out.resolve()
-    fid = file_id(uri)
-    started = time.time()
-    counts = ReadCounts()
-    stage_counts = {s.name: StageCounter() for s in (reader, *stages)}
-    writers: dict[str, PartWriter] = {}
-    error_rows: list[dict[str, Any]] = []
+    def __init__(self, reader: Reader | None, stages: list[DocumentStage], *, batch_size: int, out: Location,
+                 kept_dest: str, storage_options: dict[str, Any], drop_after: dict[str, tuple[str, ...]]) -> None:
+        self.reader, self.stages = reader, stages
+        self.batch_size, self.out, self.kept_dest = batch_size, out, kept_dest
+        self.storage_options, self.drop_after = storage_options, drop_after
 
-    def writer(rel: str) -> PartWriter:
-        if rel not in writers:
-            writers[rel] = PartWriter(fs, f"{root}/{rel}/part-{fid}.parquet")
-        return writers[rel]
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.close()
 
-    def on_error(offset: int | None, record_id: str | None, message: str) -> None:
-        error_rows.append({"input": uri, "offset": offset, "record_id": record_id, "stage": reader.name,
-                           "error": message})
+    def run(self, unit: DocumentUnit) -> Commit:
+        started = time.time()
+        output = UnitOutput(self.out, unit.step, unit.unit, self.kept_dest)
+        counters = {s.name: StageCounter() for s in ([self.reader] if self.reader else []) + self.stages}
+        error_rows: list[dict[str, Any]] = []
+        stats: dict[str, Any] = {}
+        if self.reader is not None:
+            stats = self._read_and_process(unit, output, counters, error_rows)
+        else:
+            fs, root = self.out.resolve()
+            rows_in = 0
+            for rel in unit.sources:
+                with fs.open(f"{root}/{rel}", "rb") as f:
+                    for record_batch in pq.ParquetFile(f).iter_batches(batch_size=PART_BATCH_ROWS):
+                        batch = _with_error_column(conform(pa.Table.from_batches([record_batch])))
+                        rows_in += batch.num_rows
+                        self._process(batch, unit.input, output, counters, error_rows)
+            stats["in"] = rows_in
+        if error_rows:
+            output.write("errors", pa.Table.from_pylist(error_rows, schema=ERROR_SCHEMA))
+        stats.update(stages={name: c.as_dict() for name, c in counters.items()}, seconds=round(time.time() - started, 3))
+        return output.commit(unit.input, unit.input_key, stats)
 
-    read_seconds = 0.0
-    with open_input(uri, storage_options) as stream:
-        batches = reader.read(stream, uri, batch_size, on_error, counts)
-        while True:
+    def _read_and_process(self, unit: DocumentUnit, output: UnitOutput, counters: dict[str, StageCounter],
+                          error_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from curate.io.warc import ReadCounts
+
+        reader = self.reader
+        counts = ReadCounts()
+
+        def on_error(offset: int | None, record_id: str | None, message: str, end_offset: int | None = None) -> None:
+            error_rows.append({"input": unit.input, "offset": offset, "end_offset": end_offset,
+                               "record_id": record_id, "stage": reader.name, "error": message})
+
+        read_seconds = 0.0
+        with open_input(unit.input, self.storage_options) as stream:
+            batches = reader.read(stream, unit.input, self.batch_size, on_error, counts)
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                read_seconds += time.perf_counter() - t0
+                if batch is None:
+                    break
+                batch = conform(batch)
+                counters[reader.name].docs_in += batch.num_rows
+                self._process(batch, unit.input, output, counters, error_rows)
+        counters[reader.name].seconds = read_seconds
+        counters[reader.name].errors = counts.errors
+        counters[reader.name].docs_in += counts.errors
+        counters[reader.name].example_error = next((e["error"] for e in error_rows if e["stage"] == reader.name), None)
+        stats = {"records": dict(sorted(counts.records.items())), "skipped": dict(sorted(counts.skipped.items())),
+                 "documents": counts.documents, "read_errors": counts.errors, "bytes": counts.bytes,
+                 "read_seconds": round(read_seconds, 4), "in": counts.documents + counts.errors}
+        extra = {k: v for k, v in vars(counts).items() if k not in ("records", "skipped", "documents", "errors", "bytes")}
+        if extra:
+            stats["read"] = {k: (dict(v) if isinstance(v, Counter) else v) for k, v in extra.items()}
+        return stats
+
+    def _process(self, batch: pa.Table, uri: str, output: UnitOutput, counters: dict[str, StageCounter],
+                 error_rows: list[dict[str, Any]]) -> None:
+        for stage in self.stages:
+            counters[stage.name].docs_in += pc.sum(pc.is_null(batch["removed_by"])).as_py() or 0
             t0 = time.perf_counter()
-            batch = next(batches, None)
-            read_seconds += time.perf_counter() - t0
-            if batch is None:
-                break
-            batch = conform(batch)
-            stage_counts[reader.name].docs_in += batch.num_rows
-            batch = _apply_all(stages, batch, stage_counts)
-            _route(batch, uri, writer, kept_dir, error_rows, stage_counts)
-
-    stage_counts[reader.name].seconds = read_seconds
-    if error_rows:
-        writer("errors").write(pa.Table.from_pylist(error_rows, schema=ERROR_SCHEMA))
-    for w in writers.values():
-        w.close()
-    kept = writers[kept_dir].rows if kept_dir in writers else 0
-    removed = sum(c.removed for c in stage_counts.values())
-    errors = len(error_rows)
-    documents_in = counts.documents + counts.errors
-    stats = {
-        "input": uri,
-        "file_id": fid,
-        "records": dict(sorted(counts.records.items())),
-        "skipped": dict(sorted(counts.skipped.items())),
-        "documents": counts.documents,
-        "read_errors": counts.errors,
-        "bytes": counts.bytes,
-        "read_seconds": round(read_seconds, 4),
-        "stages": {name: c.as_dict() for name, c in stage_counts.items()},
-        "kept": kept,
-        "removed": removed,
-        "errors": errors,
-        "seconds": round(time.time() - started, 3),
-        "conservation": {"in": documents_in, "out": kept + removed + errors, "ok": documents_in == kept + removed + errors},
-    }
-    write_text_atomic(fs, f"{root}/stats/files/{fid}.json", json.dumps(stats, indent=1))
-    write_text_atomic(fs, f"{root}/work/done/{fid}", uri)
-    return stats
+            batch = apply_stage(stage, batch)
+            counters[stage.name].seconds += time.perf_counter() - t0
+            drop = [c for c in self.drop_after.get(stage.name, ()) if c in batch.column_names]
+            if drop:
+                batch = batch.drop_columns(drop)
+        _route(batch, uri, output, error_rows, counters)
 
 
-def _route(batch: pa.Table, uri: str, writer, kept_dir: str, error_rows: list[dict[str, Any]],
-           stage_counts: dict[str, StageCounter]) -> None:
+def _with_error_column(table: pa.Table) -> pa.Table:
+    if "error" in table.column_names:
+        return table
+    return table.append_column("error", pa.nulls(table.num_rows, pa.string()))
+
+
+def _route(batch: pa.Table, uri: str, output: UnitOutput, error_rows: list[dict[str, Any]],
+           counters: dict[str, StageCounter]) -> None:
     """Split a processed batch into kept, removed/<stage> and errors."""
-    batch = batch.drop_columns([c for c in TRANSIENT_COLUMNS if c != "error"])
+    batch = batch.drop_columns([c for c in TRANSIENT_COLUMNS if c != "error" and c in batch.column_names])
     removed_by = batch["removed_by"]
     is_error = pc.fill_null(pc.equal(batch["reason"], ERROR_REASON), False)
     for row in batch.filter(is_error).select(["warc_offset", "id", "removed_by", "error"]).to_pylist():
-        error_rows.append({"input": uri, "offset": row["warc_offset"], "record_id": row["id"],
+        error_rows.append({"input": uri, "offset": row["warc_offset"], "end_offset": None, "record_id": row["id"],
                            "stage": row["removed_by"], "error": row["error"]})
-        stage_counts[row["removed_by"]].errors += 1
+        counter = counters[row["removed_by"]]
+        counter.errors += 1
+        counter.example_error = counter.example_error or row["error"]
     batch = batch.drop_columns(["error"])  # now recorded in errors/
-    writer(kept_dir).write(batch.filter(pc.is_null(removed_by)))
+    output.write("kept", batch.filter(pc.is_null(removed_by)))
     removed = batch.filter(pc.and_(pc.is_valid(removed_by), pc.invert(is_error)))
     for stage in pc.unique(removed["removed_by"]).to_pylist():
         part = removed.filter(pc.equal(removed["removed_by"], stage))
-        writer(f"removed/{stage}").write(part)
-        stage_counts[stage].removed += part.num_rows
-        stage_counts[stage].reasons.update(part["reason"].to_pylist())
+        output.write("removed", part, stage)
+        counters[stage].removed += part.num_rows
+        counters[stage].reasons.update(part["reason"].to_pylist())
 
 
+# ---- global stages: shuffle rounds, then apply ---------------------------------------------------------
 
-# ---- global stages: map (partial) -> shuffle by key -> reduce (decide) -> apply ----------------------
+class PartsData:
+    """A unit's parts as a round's map sees them (:class:`curate.stage.UnitData`): lazy column reads."""
 
-def _hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Array:
-    """Partition of each key: a stable hash (xxh64), computed once per distinct key, not once per row."""
-    import numpy as np
-    import xxhash
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, unit: str, paths: Sequence[str]) -> None:
+        self.fs, self.root, self.unit, self.paths = fs, root, unit, list(paths)
 
-    encoded = pc.dictionary_encode(keys).combine_chunks() if isinstance(keys, pa.ChunkedArray) else \
-        pc.dictionary_encode(keys)
-    per_value = np.array([xxhash.xxh64_intdigest(str(v)) % partitions for v in encoded.dictionary.to_pylist()],
-                         dtype=np.int64)
-    return pa.array(per_value[encoded.indices.to_numpy(zero_copy_only=False)])
-
-
-def run_partial(stage: GlobalStage, paths: list[str], out: Location, step_dir: str, map_id: str,
-                partitions: int) -> int:
-    """Map one document partition (a file's kept part plus its removed parts) to shuffle files."""
-    fs, root = out.resolve()
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as f:
-            columns = [c for c in stage.columns if c in pq.ParquetFile(f).schema_arrow.names]
-            f.seek(0)
-            tables.append(pq.read_table(f, columns=columns))
-    if not tables:
-        return 0
-    part = stage.partial(pa.concat_tables([conform_columns(t, stage.columns) for t in tables]))
-    buckets = _hash_partition(part["key"], partitions)
-    for p in range(partitions):
-        piece = part.filter(pc.equal(buckets, p))
-        if piece.num_rows:
-            path = f"{root}/{step_dir}/shuffle/{p:05d}/map-{map_id}.parquet"
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            with atomic_path(fs, path) as tmp:
-                pq.write_table(piece, tmp, filesystem=fs)
-    return part.num_rows
+    def read(self, columns: Sequence[str]) -> pa.Table:
+        tables = []
+        for rel in self.paths:
+            with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+                present = pq.ParquetFile(f).schema_arrow.names
+                f.seek(0)
+                tables.append(_complete(pq.read_table(f, columns=[c for c in columns if c in present]), columns))
+        if not tables:
+            return _complete(pa.table({}), columns)
+        return pa.concat_tables(tables, promote_options="permissive").select(list(columns))
 
 
-def conform_columns(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
-    """Give a partition every column a global stage reads (removed parts lack later stages' columns)."""
+def _complete(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """Give a table every requested column (parts written before a stage ran lack its columns)."""
     for name in columns:
         if name not in table.column_names:
             field_ = DOCUMENT_SCHEMA.field(name) if name in DOCUMENT_SCHEMA.names else pa.field(name, pa.null())
@@ -239,73 +321,252 @@ def conform_columns(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
     return table
 
 
-def run_decide(stage: GlobalStage, out: Location, step_dir: str, partition: int) -> tuple[int, int]:
-    """Reduce one shuffle partition to removals and report rows; returns (removals, report rows)."""
-    fs, root = out.resolve()
-    paths = sorted(fs.glob(f"{root}/{step_dir}/shuffle/{partition:05d}/map-*.parquet"))
-    if not paths:
-        return 0, 0
-    group = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in paths])
-    removals, report = stage.decide(group)
-    for name, table in (("removals", removals.cast(REMOVALS_SCHEMA)), ("report", report)):
-        path = f"{root}/{step_dir}/{name}/part-{partition:05d}.parquet"
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with atomic_path(fs, path) as tmp:
-            pq.write_table(table, tmp, filesystem=fs)
-    return removals.num_rows, report.num_rows
+def hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Array:
+    """Partition of each key: a stable hash (xxh64), computed once per distinct key, not once per row."""
+    import numpy as np
+    import xxhash
+
+    encoded = pc.dictionary_encode(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+    per_value = np.array([xxhash.xxh64_intdigest(str(v)) % partitions for v in encoded.dictionary.to_pylist()],
+                         dtype=np.int64)
+    return pa.array(per_value[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
-def run_apply(stage_name: str, kept_path: str, out: Location, step_dir: str, next_kept_dir: str) -> dict[str, Any]:
-    """Split one kept partition by the step's removals into ``removed/<stage>/`` and the next kept dir."""
-    fs, root = out.resolve()
-    removals = pq.read_table(f"{root}/{step_dir}/removals", filesystem=fs, schema=REMOVALS_SCHEMA)
-    table = pq.read_table(kept_path, filesystem=fs)
-    name = kept_path.rsplit("/", 1)[-1]
+@dataclass(frozen=True)
+class MapUnit:
+    unit: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReduceUnit:
+    unit: str  # "p<partition>"
+    partition: int
+    paths: tuple[str, ...]  # this partition's shuffle files, one per map unit that had rows for it
+
+
+class MapJob:
+    """Map one unit through a round and hash-partition the rows by ``key`` into shuffle files.
+
+    File names are deterministic (``<round dir>/shuffle/<partition>/map-<unit>.parquet``), so a retried map
+    overwrites its own earlier files instead of adding to them.
+    """
+
+    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str, partitions: int) -> None:
+        self.round, self.out, self.round_dir, self.partitions = round_, out, round_dir, partitions
+
+    def close(self) -> None:
+        pass
+
+    def run(self, unit: MapUnit) -> dict[str, Any]:
+        fs, root = self.out.resolve()
+        rows = self.round.map(PartsData(fs, root, unit.unit, unit.paths))
+        if "key" not in rows.column_names:
+            raise ValueError(f"round {self.round.name!r}: map output has no 'key' column")
+        if UNIT_COLUMN not in rows.column_names:
+            rows = rows.append_column(UNIT_COLUMN, pa.array([unit.unit] * rows.num_rows, pa.string()))
+        written: dict[int, str] = {}
+        if rows.num_rows:
+            buckets = hash_partition(rows["key"], self.partitions)
+            for p in pc.unique(buckets).to_pylist():
+                rel = f"{self.round_dir}/shuffle/{p:05d}/map-{unit.unit}.parquet"
+                _write_table(fs, f"{root}/{rel}", rows.filter(pc.equal(buckets, p)))
+                written[p] = rel
+        return {"rows": rows.num_rows, "files": written}
+
+
+class ReduceJob:
+    """Reduce one shuffle partition to the round's named outputs (see :class:`curate.stage.ShuffleRound`)."""
+
+    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str) -> None:
+        self.round, self.out, self.round_dir = round_, out, round_dir
+
+    def close(self) -> None:
+        pass
+
+    def run(self, unit: ReduceUnit) -> dict[str, Any]:
+        fs, root = self.out.resolve()
+        group = pa.concat_tables([pq.read_table(f"{root}/{rel}", filesystem=fs) for rel in unit.paths],
+                                 promote_options="permissive")
+        outputs = self.round.reduce(group)
+        rows: dict[str, int] = {}
+        files: dict[str, list[str]] = {}
+        removals_by_unit: dict[str, str] = {}
+        for name, table in sorted(outputs.items()):
+            rows[name] = table.num_rows
+            if name == "removals":
+                removals_by_unit = self._route_removals(fs, root, unit, table, group)
+            elif table.num_rows or name == "report":
+                rel = f"{self.round_dir}/out/{name}/part-{unit.partition:05d}.parquet"
+                _write_table(fs, f"{root}/{rel}", table)
+                files[name] = [rel]
+        return {"outputs": rows, "files": files, "removals": removals_by_unit}
+
+    def _route_removals(self, fs, root: str, unit: ReduceUnit, removals: pa.Table, group: pa.Table) -> dict[str, str]:
+        """Send removals back by unit, so each apply reads only its own (ids are looked up in the input
+        rows when the reduce did not say which unit holds them)."""
+        if removals.num_rows == 0:
+            return {}
+        if UNIT_COLUMN not in removals.column_names:
+            index = pc.index_in(removals["id"], group["id"])
+            if pc.any(pc.is_null(index)).as_py():
+                raise ValueError(f"round {self.round.name!r}: removals name ids that are not in the partition; "
+                                 f"add a {UNIT_COLUMN!r} column to say which unit holds them")
+            removals = removals.append_column(UNIT_COLUMN, pc.take(group[UNIT_COLUMN], index))
+        routed = {}
+        for owner in pc.unique(removals[UNIT_COLUMN]).to_pylist():
+            rel = f"{self.round_dir}/removals/{owner}/part-{unit.partition:05d}.parquet"
+            mine = removals.filter(pc.equal(removals[UNIT_COLUMN], owner)).drop_columns([UNIT_COLUMN])
+            _write_table(fs, f"{root}/{rel}", mine)
+            routed[owner] = rel
+        return routed
+
+
+def _write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with atomic_path(fs, path) as tmp:
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+
+
+def partitions_for(fs: fsspec.AbstractFileSystem, root: str, paths: Sequence[str], columns: Sequence[str] | None,
+                   target_bytes: int) -> tuple[int, int]:
+    """Shuffle partitions from data size: uncompressed bytes of the columns a round reads, per target.
+
+    Returns (partitions, bytes). Only Parquet footers are read.
+    """
+    total = 0
+    for rel in paths:
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                column = group.column(c)
+                if columns is None or column.path_in_schema.split(".")[0] in columns:
+                    total += column.total_uncompressed_size
+    return max(1, math.ceil(total / target_bytes)), total
+
+
+@dataclass(frozen=True)
+class ApplyUnit:
+    step: int
+    unit: str
+    input: str
+    input_key: str
+    sources: tuple[str, ...]  # the unit's kept parts of the step before
+    removals: tuple[str, ...]  # its removals, from every round
+
+
+class ApplyJob:
+    """Split one unit's kept documents by its removals into ``removed/<stage>/`` and the next kept parts."""
+
+    def __init__(self, stage_name: str, out: Location, kept_dest: str) -> None:
+        self.stage_name, self.out, self.kept_dest = stage_name, out, kept_dest
+
+    def close(self) -> None:
+        pass
+
+    def run(self, unit: ApplyUnit) -> Commit:
+        started = time.time()
+        fs, root = self.out.resolve()
+        removals = _read_removals(fs, root, unit.removals)
+        output = UnitOutput(self.out, unit.step, unit.unit, self.kept_dest)
+        counter = StageCounter()
+        for rel in unit.sources:
+            table = pq.read_table(f"{root}/{rel}", filesystem=fs)
+            counter.docs_in += table.num_rows
+            kept, gone = apply_removals(table, removals, self.stage_name)
+            output.write("kept", kept)
+            if gone.num_rows:
+                output.write("removed", gone, self.stage_name)
+                counter.removed += gone.num_rows
+                counter.reasons.update(gone["reason"].to_pylist())
+        stats = {"in": counter.docs_in, "stages": {self.stage_name: counter.as_dict()},
+                 "seconds": round(time.time() - started, 3)}
+        return output.commit(unit.input, unit.input_key, stats)
+
+
+def _read_removals(fs: fsspec.AbstractFileSystem, root: str, paths: Sequence[str]) -> pa.Table:
+    """A unit's removals from every round; a document removed by two rounds keeps the first."""
+    tables = [pq.read_table(f"{root}/{rel}", filesystem=fs) for rel in paths]
+    if not tables:
+        return REMOVALS_SCHEMA.empty_table()
+    removals = pa.concat_tables(tables, promote_options="permissive")
+    if pc.count_distinct(removals["id"]).as_py() == removals.num_rows:
+        return removals
+    seen: set[str] = set()
+    first = []
+    for value in removals["id"].to_pylist():
+        first.append(value not in seen)
+        seen.add(value)
+    return removals.filter(pa.array(first))
+
+
+def apply_removals(table: pa.Table, removals: pa.Table, stage_name: str) -> tuple[pa.Table, pa.Table]:
+    """(kept, removed) of ``table`` by ``removals`` (a join on ``id``); removal columns beyond the removal
+    triple (``duplicate_of``, ``cluster_size`` ...) are added to the removed documents."""
     index = pc.index_in(table["id"], removals["id"])
     hit = pc.is_valid(index)
-    if removals.num_rows:
-        take = pc.fill_null(index, 0)
-        batch = mark_removed(table, hit, stage_name, pc.take(removals["reason"], take),
-                             pc.take(removals["score"], take), pc.take(removals["threshold"], take))
-    else:
-        batch = table
-    kept = PartWriter(fs, f"{root}/{next_kept_dir}/{name}")
-    kept.write(batch.filter(pc.invert(hit)))
-    kept.close()
-    gone = PartWriter(fs, f"{root}/removed/{stage_name}/{name}")
-    gone.write(batch.filter(hit))
-    gone.close()
-    reasons = Counter(batch.filter(hit)["reason"].to_pylist())
-    return {"in": table.num_rows, "removed": gone.rows, "reasons": dict(reasons)}
+    if not removals.num_rows or not pc.any(hit).as_py():
+        return table, table.slice(0, 0)
+    take = pc.fill_null(index, 0)
+    marked = mark_removed(table, hit, stage_name, pc.take(removals["reason"], take), pc.take(removals["score"], take),
+                          pc.take(removals["threshold"], take))
+    gone = marked.filter(hit)
+    hits = index.filter(hit)
+    for name in removals.column_names:
+        if name not in REMOVALS_SCHEMA.names and name not in gone.column_names:
+            gone = gone.append_column(name, pc.take(removals[name], hits))
+    return marked.filter(pc.invert(hit)), gone
 
 
-def run_partition(path: str, stages: list[DocumentStage], out: Location, next_kept_dir: str, step: int
-                  ) -> dict[str, Any]:
-    """Per-document stages after a global stage, over one kept partition (named after its input file)."""
-    fs, root = out.resolve()
-    name = path.rsplit("/", 1)[-1]
-    fid = name.removeprefix("part-").removesuffix(".parquet")
-    table = pq.read_table(path, filesystem=fs)
-    table = conform(table)
-    if "error" not in table.column_names:
-        table = table.append_column("error", pa.nulls(table.num_rows, pa.string()))
-    counters = {s.name: StageCounter() for s in stages}
-    writers: dict[str, PartWriter] = {}
+def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partitions: int = 3
+                       ) -> tuple[pa.Table, pa.Table]:
+    """Execute a global stage's rounds in this process over in-memory units; returns (removals, report).
 
-    def writer(rel: str) -> PartWriter:
-        if rel not in writers:
-            part = f"part-{fid}-step{step}.parquet" if rel == "errors" else name  # errors/ is shared by steps
-            writers[rel] = PartWriter(fs, f"{root}/{rel}/{part}")
-        return writers[rel]
+    The same map → hash partition → reduce as the runner, without files: for tests and notebooks.
+    """
 
-    uri = table["warc_path"][0].as_py() if table.num_rows else fid
-    error_rows: list[dict[str, Any]] = []
-    for batch in table.to_batches(max_chunksize=4096):
-        batch = pa.Table.from_batches([batch])
-        batch = _apply_all(stages, batch, counters)
-        _route(batch, uri, writer, next_kept_dir, error_rows, counters)
-    if error_rows:
-        writer("errors").write(pa.Table.from_pylist(error_rows, schema=ERROR_SCHEMA))
-    for w in writers.values():
-        w.close()
-    return {name: c.as_dict() for name, c in counters.items()}
+    class _Memory:
+        def __init__(self, unit: str, table: pa.Table) -> None:
+            self.unit, self.table = unit, table
+
+        def read(self, columns: Sequence[str]) -> pa.Table:
+            return _complete(self.table, columns).select(list(columns))
+
+    sources: dict[str, dict[str, pa.Table]] = {"documents": units}
+    removals, reports = [], []
+    rounds = stage.rounds()
+    round_ = next(rounds, None)
+    while round_ is not None:
+        mapped = []
+        for unit, table in sources[round_.source].items():
+            rows = round_.map(_Memory(unit, table))
+            if UNIT_COLUMN not in rows.column_names:
+                rows = rows.append_column(UNIT_COLUMN, pa.array([unit] * rows.num_rows, pa.string()))
+            mapped.append(rows)
+        rows = pa.concat_tables(mapped, promote_options="permissive")
+        buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.array([], pa.int64())
+        outputs: dict[str, list[pa.Table]] = {}
+        for p in range(partitions):
+            for name, table in round_.reduce(rows.filter(pc.equal(buckets, p))).items():
+                outputs.setdefault(name, []).append(table)
+        merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
+        removals += [merged.pop("removals")] if "removals" in merged else []
+        reports += [merged.pop("report")] if "report" in merged else []
+        for name, table in merged.items():
+            sources[f"{round_.name}/{name}"] = {f"p{i}": t for i, t in enumerate(outputs[name])}
+        result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
+                             outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()})
+        round_ = _send(rounds, result)
+    removals_table = pa.concat_tables(removals, promote_options="permissive") if removals else \
+        REMOVALS_SCHEMA.empty_table()
+    report = pa.concat_tables(reports, promote_options="permissive") if reports else pa.table({})
+    return removals_table, report
+
+
+def _send(rounds, result: RoundResult) -> ShuffleRound | None:
+    try:
+        return rounds.send(result)
+    except StopIteration:
+        return None

@@ -1,40 +1,57 @@
-"""The only module that knows Ray: plans work items, runs segments, shuffles global stages.
+"""The only module that knows Ray: plans steps, runs them on supervised actor pools, shuffles global stages.
 
-A pipeline is cut into steps at global stages::
+A pipeline is cut into steps at global stages and wherever a stage's :class:`~curate.stage.Resources`
+change (a GPU classifier gets a pool of its own, fed by CPU steps)::
 
-    [reader + document stages] -> global stage -> [document stages] -> global stage -> ...
+    [reader + document stages] -> [document stages on GPUs] -> global stage -> [document stages] -> ...
 
-Step 0 runs one task per input file on a pool of actors (so ``setup()`` loads models once per worker);
-a global stage runs as map tasks over partitions, a hash shuffle into ``work/``, reduce tasks, and apply
-tasks; document stages after it run one task per partition. Every unit writes atomically and leaves a
-marker, so re-running the same command resumes where a crash stopped it.
+Every step is units run on a :class:`Pool` of actors: per-document steps over input files (step 0) or the
+kept parts each file committed in the step before; a global stage's :class:`~curate.stage.ShuffleRound`
+s over units (map) and shuffle partitions (reduce), a marker per round, then an apply per unit. Each unit
+that writes documents commits one manifest, last (:mod:`curate.commit`), so re-running the same command
+resumes where a crash stopped it, and a unit redone after a failure leaves nothing of its earlier attempt.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
-from curate.audit.ledger import Conservation, check_conservation, merge_stats
+from curate.audit.ledger import Conservation, Ledger, build_ledger, merge_stats, policy_violations
+from curate.commit import Commit, current_chain, expected_key, kept_dest, load_commits, step_digest, sweep
 from curate.config import ConfigError, Pipeline, RuntimeProfile
-from curate.execute import run_apply, run_decide, run_file, run_partial, run_partition
+from curate.execute import (ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob, ReduceUnit,
+                            partitions_for)
 from curate.io.fs import Location, expand_inputs, file_id, write_text_atomic
-from curate.stage import DocumentStage, GlobalStage, Reader
+from curate.schema import TRANSIENT_COLUMNS
+from curate.stage import DocumentStage, GlobalStage, Reader, Resources, RoundResult, ShuffleRound
 
 
 @dataclass
 class Step:
     index: int
-    kind: str  # "files" | "global" | "partitions"
+    kind: str  # "documents" | "global"
     stages: list[Any] = field(default_factory=list)
+
+    @property
+    def resources(self) -> Resources:
+        if self.kind == "global":
+            return Resources()
+        stages = [s for s in self.stages if isinstance(s, DocumentStage)]
+        if not stages:
+            return Resources()
+        return Resources(cpus=max(s.resources.cpus for s in stages), gpus=max(s.resources.gpus for s in stages))
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "stages": [s.name for s in self.stages]}
 
 
 @dataclass
@@ -42,26 +59,45 @@ class RunResult:
     conservation: Conservation
     stats: dict[str, Any]
     failed_inputs: list[str]
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.conservation.ok and not self.failed_inputs
+        return (self.conservation.ok and not self.conservation.unfinished and not self.failed_inputs
+                and not self.problems)
+
+
+class GlobalStageError(RuntimeError):
+    """A global stage's map or reduce kept failing: its decision cannot be made, the run stops."""
 
 
 def plan_steps(pipeline: Pipeline) -> list[Step]:
-    steps: list[Step] = [Step(0, "files", [pipeline.stages[0]])]
+    """Cut the pipeline at global stages and where document stages' resources change."""
+    steps: list[Step] = [Step(0, "documents", [pipeline.stages[0]])]
     for stage in pipeline.stages[1:]:
+        last = steps[-1]
         if isinstance(stage, GlobalStage):
             steps.append(Step(len(steps), "global", [stage]))
-        elif steps[-1].kind == "global":
-            steps.append(Step(len(steps), "partitions", [stage]))
+        elif last.kind == "global" or (any(isinstance(s, DocumentStage) for s in last.stages)
+                                       and stage.resources != last.resources):
+            steps.append(Step(len(steps), "documents", [stage]))
         else:
-            steps[-1].stages.append(stage)
+            last.stages.append(stage)
     return steps
 
 
-def _kept_dir(steps: list[Step], step: Step) -> str:
-    return "kept" if step.index == len(steps) - 1 else f"work/step{step.index}/kept"
+def drop_plan(pipeline: Pipeline) -> dict[str, tuple[str, ...]]:
+    """Per stage, the transient columns (``html``) that no later stage reads: dropped right after it."""
+    stages = [s for s in pipeline.stages if isinstance(s, DocumentStage)]
+    plan: dict[str, tuple[str, ...]] = {}
+    for column in TRANSIENT_COLUMNS:
+        if column == "error":
+            continue
+        readers = [i for i, s in enumerate(stages) if column in s.reads]
+        if readers:
+            plan.setdefault(stages[readers[-1]].name, ())
+            plan[stages[readers[-1]].name] += (column,)
+    return plan
 
 
 def _versions() -> dict[str, str]:
@@ -76,6 +112,132 @@ def _versions() -> dict[str, str]:
     return found
 
 
+class _Actor:
+    """A pool member: holds one job (set-up stages stay loaded across units) and runs units of it."""
+
+    def __init__(self) -> None:
+        self.job: Any = None
+
+    def load(self, job: Any) -> None:
+        previous, self.job = self.job, job
+        if previous is not None:
+            previous.close()
+
+    def run(self, unit: Any) -> Any:
+        return self.job.run(unit)
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.close()
+            self.job = None
+
+
+class Pool:
+    """Supervised actors of one resource shape.
+
+    A dead actor (OOM kill, a segfault in a C extension, ``os._exit``) is replaced by a fresh one and its
+    unit is retried there, up to ``attempts`` tries in all; so is a unit whose call raised. A unit that
+    keeps failing is reported back, never raised: the caller decides what it means (an unfinished input,
+    or a global stage that cannot decide).
+    """
+
+    def __init__(self, ray, resources: Resources, size: int, attempts: int, progress: bool) -> None:
+        self.ray, self.size, self.attempts, self.progress = ray, size, attempts, progress
+        self.remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_restarts=0,
+                                 max_task_retries=0)(_Actor)
+        self.actors: list[Any] = []
+        self.job: Any = None
+
+    def _spawn(self) -> Any:
+        actor = self.remote.remote()
+        actor.load.remote(self.job)  # queued ahead of its first unit
+        return actor
+
+    def run(self, job: Any, units: list[Any], label: str, docs_of=None) -> tuple[dict[str, Any], dict[str, str]]:
+        """Run every unit; returns (results by unit id, failure message by unit id)."""
+        ray = self.ray
+        self.job = job
+        wanted = min(self.size, len(units))
+        for actor in self.actors:
+            actor.load.remote(job)
+        while len(self.actors) < wanted:
+            self.actors.append(self._spawn())
+        results: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        queue = [(u, 1) for u in reversed(units)]
+        idle = list(self.actors[:wanted])
+        pending: dict[Any, tuple[Any, Any, int]] = {}
+        bar = _progress(len(units), label, self.progress)
+        docs, t0 = 0, time.time()
+        try:
+            while queue or pending:
+                while queue and idle:
+                    (unit, attempt), actor = queue.pop(), idle.pop()
+                    pending[actor.run.remote(unit)] = (unit, actor, attempt)
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                unit, actor, attempt = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the unit raised; the actor is fine
+                    idle.append(actor)
+                    self._retry_or_fail(unit, attempt, _first_line(exc), queue, failed)
+                    continue
+                except ray.exceptions.RayError as exc:  # the actor died: replace it, retry on the new one
+                    replacement = self._replace(actor)
+                    idle.append(replacement)
+                    self._retry_or_fail(unit, attempt, f"worker died: {_first_line(exc)}", queue, failed)
+                    continue
+                idle.append(actor)
+                results[unit.unit] = result
+                docs += docs_of(result) if docs_of else 0
+                bar.update(1)
+                if docs_of:
+                    bar.set_postfix_str(f"{docs} docs, {docs / max(time.time() - t0, 1e-9):.0f} docs/s")
+        finally:
+            bar.close()
+        return results, failed
+
+    def _retry_or_fail(self, unit: Any, attempt: int, why: str, queue: list, failed: dict[str, str]) -> None:
+        if attempt < self.attempts:
+            _log(f"{unit.unit}: attempt {attempt} of {self.attempts} failed ({why}); retrying")
+            queue.append((unit, attempt + 1))
+        else:
+            failed[unit.unit] = f"failed {attempt} times; last: {why}"
+
+    def _replace(self, dead: Any) -> Any:
+        self._kill(dead)
+        fresh = self._spawn()
+        self.actors[self.actors.index(dead)] = fresh
+        return fresh
+
+    def _kill(self, actor: Any) -> None:
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def close(self) -> None:
+        """Tear down every actor's job (an extraction child, a model), then kill the actors; never raises."""
+        ray = self.ray
+        refs = [actor.close.remote() for actor in self.actors]
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=30)
+        except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
+            pass
+        for actor in self.actors:
+            self._kill(actor)
+        self.actors = []
+
+
+def _first_line(exc: BaseException) -> str:
+    """A Ray error's cause in one line (Ray prefixes several lines of its own)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not hasattr(cause, "cause"):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
 class Runner:
     def __init__(self, pipeline: Pipeline, inputs: list[str], output: str, profile: RuntimeProfile,
                  progress: bool = True) -> None:
@@ -84,20 +246,27 @@ class Runner:
         self.profile = profile
         self.progress = progress
         self.inputs = expand_inputs(inputs, profile.storage_options)  # fails before Ray starts
+        self.units = {file_id(uri): uri for uri in self.inputs}
         self.steps = plan_steps(pipeline)
+        self.kinds = [s.kind for s in self.steps]
         self.out = Location(self.output, dict(profile.storage_options))
         self.fs, self.root = self.out.resolve()
+        self.commits: dict[int, dict[str, Commit]] = {}
+        self.chain: list[dict[str, Commit]] = []
+        self.unfinished: dict[str, str] = {}  # input URI -> why
+        self._pools: dict[Resources, Pool] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def _check_output(self) -> dict[str, Any]:
-        """Refuse to resume an output folder written by a different pipeline."""
+        """Refuse to resume an output folder written by a different pipeline or curate version."""
         path = f"{self.root}/run.json"
         if self.fs.exists(path):
             with self.fs.open(path, "r") as f:
                 previous = json.load(f)
             if previous.get("fingerprint") != self.pipeline.fingerprint():
-                raise ConfigError(f"{self.output} holds a run of a different pipeline configuration "
-                                  f"({previous.get('pipeline', {}).get('name')}); use a new --output")
+                raise ConfigError(f"{self.output} holds a run of a different pipeline configuration or curate "
+                                  f"version ({previous.get('pipeline', {}).get('name')}, curate "
+                                  f"{previous.get('versions', {}).get('curate')}); use a new --output")
             return previous
         return {}
 
@@ -113,6 +282,7 @@ class Runner:
             "pipeline_file": self.pipeline.source_path,
             "fingerprint": self.pipeline.fingerprint(),
             "inputs": self.inputs,
+            "steps": [s.describe() for s in self.steps],
             "versions": _versions(),
             "python": sys.version.split()[0],
             "host": platform.node(),
@@ -120,143 +290,231 @@ class Runner:
             "attempts": previous.get("attempts", 0) + 1,
         }
         self._write_run_json(info)
+        t0 = time.time()
+        self.commits = load_commits(self.fs, self.root)
+        self._refresh()
+        swept = sweep(self.fs, self.root, self.chain)
+        if swept:
+            _log(f"removed {swept} parts and manifests of interrupted or superseded attempts")
+        problems: list[str] = []
         import ray
 
         started_here = not ray.is_initialized()
         if started_here:
             _init_ray(self.profile)
+        profile = {"ray_start_s": round(time.time() - t0, 3)}
         try:
-            failed = self._run_files(ray, self.steps[0])
-            global_stats: list[dict[str, Any]] = []
-            if not failed:
-                for step in self.steps[1:]:
-                    if step.kind == "global":
-                        global_stats.append(self._run_global(ray, step))
-                    else:
-                        global_stats.extend(self._run_partitions(ray, step))
+            for step in self.steps:
+                s0 = time.time()
+                if step.kind == "documents":
+                    self._run_documents(ray, step)
+                elif self._blocked(step):
+                    problems.append(f"{step.stages[0].name} (and every step after it) did not run: it needs "
+                                    f"every input, and {len(self.unfinished)} are unfinished")
+                    break
+                else:
+                    self._run_global(ray, step)
+                profile[f"step{step.index}_s"] = round(time.time() - s0, 3)
+                violations = policy_violations(merge_stats(self.chain, self._order()), self.pipeline.failure, self.steps[: step.index + 1])
+                if violations:
+                    problems += violations
+                    if step.index < len(self.steps) - 1:
+                        problems.append(f"stopped after step {step.index}: the failure policy was exceeded")
+                    break
+        except GlobalStageError as exc:
+            problems.append(str(exc))
         finally:
+            for pool in self._pools.values():
+                pool.close()
             if started_here:
                 ray.shutdown()
-        conservation = check_conservation(self.out)
-        stats = merge_stats(self.out, global_stats, conservation)
-        info.update({"finished": datetime.now(timezone.utc).isoformat(), "failed_inputs": failed,
-                     "conservation": {"ok": conservation.ok, **conservation.totals}})
+        sweep(self.fs, self.root, self.chain)
+        ledger: Ledger = build_ledger(self.out, self.chain, self.units, self._order())
+        info.update({"finished": datetime.now(timezone.utc).isoformat(),
+                     "failed_inputs": dict(sorted(self.unfinished.items())), "problems": problems,
+                     "profile": {**profile, "total_s": round(time.time() - t0, 3)},
+                     "conservation": {"ok": ledger.conservation.ok, **ledger.conservation.totals}})
         self._write_run_json(info)
-        return RunResult(conservation=conservation, stats=stats, failed_inputs=failed)
+        return RunResult(conservation=ledger.conservation, stats=ledger.stats, failed_inputs=sorted(self.unfinished),
+                         problems=problems)
 
-    def _run_files(self, ray, step: Step) -> list[str]:
-        done_dir = f"{self.root}/work/done"
-        todo = [u for u in self.inputs if not self.fs.exists(f"{done_dir}/{file_id(u)}")]
-        skipped = len(self.inputs) - len(todo)
-        if skipped:
-            _log(f"resume: {skipped} of {len(self.inputs)} inputs already finished, skipping them")
+    def _order(self) -> list[str]:
+        return [s.name for s in self.pipeline.stages]
+
+    def _refresh(self) -> None:
+        """Recompute which commits are current: a redone step supersedes the later steps' commits."""
+        self.chain = current_chain(self.commits, self.kinds, set(self.units))
+
+    def _committed(self, step: int, results: dict[str, Commit]) -> None:
+        self.commits.setdefault(step, {}).update(results)
+        self._refresh()
+
+    def _pool(self, ray, resources: Resources) -> Pool:
+        if resources.gpus and not ray.cluster_resources().get("GPU"):
+            _log(f"no GPU in the Ray cluster: stages asking for {resources.gpus} GPU run on CPUs")
+            resources = Resources(cpus=resources.cpus, gpus=0.0)
+        if resources not in self._pools:
+            cluster = ray.cluster_resources()
+            fits = int(cluster.get("CPU", 1) // max(resources.cpus, 1e-9))
+            if resources.gpus:
+                fits = min(fits, int(cluster.get("GPU", 0) // resources.gpus))
+            size = max(1, min(fits, self.profile.workers or fits))
+            self._pools[resources] = Pool(ray, resources, size, self.profile.unit_attempts, self.progress)
+        return self._pools[resources]
+
+    def _kept_dest(self, step: Step) -> str:
+        return kept_dest(step.index, step.index == len(self.steps) - 1)
+
+    def _run_documents(self, ray, step: Step) -> None:
+        first = step.index == 0
+        reader = step.stages[0] if first else None
+        stages: list[DocumentStage] = step.stages[1:] if first else step.stages
+        if first:
+            todo = [DocumentUnit(0, u, uri, uri) for u, uri in self.units.items() if u not in self.chain[0]]
+            done = len(self.units) - len(todo)
+        else:
+            upstream, mine = self.chain[step.index - 1], self.chain[step.index]
+            todo = [DocumentUnit(step.index, u, c.input, expected_key("documents", c.input, c, None),
+                                 tuple(c.paths("kept"))) for u, c in sorted(upstream.items()) if u not in mine]
+            done = len(upstream) - len(todo)
+        if done:
+            _log(f"resume: {done} of {done + len(todo)} inputs already finished step {step.index}, skipping them")
         if not todo:
-            return []
-        reader, stages = step.stages[0], step.stages[1:]
-        gpus = max((s.resources.gpus for s in stages), default=0.0)
-        n_workers = min(len(todo), self.profile.workers or max(1, int(ray.available_resources().get("CPU", 1))))
-        FileWorker = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=1)(_FileWorker)
-        workers = [FileWorker.remote(reader, stages, self.pipeline.batch_size, self.out,
-                                     _kept_dir(self.steps, step), self.profile.storage_options)
-                   for _ in range(n_workers)]
-        bar = _progress(len(self.inputs), skipped, "files", self.progress)
-        pending: dict[Any, tuple[str, Any, int]] = {}
-        queue = list(reversed(todo))
-        idle = list(workers)
-        failed: list[str] = []
-        docs, t_start = 0, time.time()
-        while queue or pending:
-            while queue and idle:
-                worker, uri = idle.pop(), queue.pop()
-                pending[worker.run.remote(uri)] = (uri, worker, 0)
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            uri, worker, attempt = pending.pop(ref)
-            try:
-                stats = ray.get(ref)
-                docs += stats["documents"]
-                if not stats["conservation"]["ok"]:
-                    _log(f"conservation failed for {uri}: {stats['conservation']}")
-            except ray.exceptions.RayError as exc:
-                if attempt == 0:  # a dead worker (OOM, segfault in a C extension): retry once
-                    pending[worker.run.remote(uri)] = (uri, worker, 1)
-                    continue
-                failed.append(uri)
-                _log(f"input failed twice, left unfinished for the next run: {uri}: {exc}")
-            idle.append(worker)
-            bar.update(1)
-            rate = docs / max(time.time() - t_start, 1e-9)
-            bar.set_postfix_str(f"{docs} docs, {rate:.0f} docs/s")
-        bar.close()
-        ray.get([worker.close.remote() for worker in workers])
-        for worker in workers:
-            ray.kill(worker)
-        return failed
+            return
+        job = DocumentJob(reader, stages, batch_size=self.pipeline.batch_size, out=self.out,
+                          kept_dest=self._kept_dest(step), storage_options=self.profile.storage_options,
+                          drop_after=drop_plan(self.pipeline))
+        names = ", ".join(s.name for s in step.stages)
+        results, failed = self._pool(ray, step.resources).run(
+            job, todo, f"step {step.index} ({names})", docs_of=lambda c: c.stats.get("in", 0))
+        self._committed(step.index, results)
+        for unit, why in failed.items():
+            uri = self.units[unit]
+            self.unfinished[uri] = f"step {step.index}: {why}"
+            _log(f"input left unfinished (re-run to retry): {uri}: {why}")
 
-    def _inputs_digest(self) -> str:
-        """Which inputs a corpus-wide step saw: the finished inputs of step 0."""
-        finished = sorted(p.rsplit("/", 1)[-1] for p in self.fs.glob(f"{self.root}/work/done/*") if ".tmp" not in p)
-        return hashlib.sha256("\n".join(finished).encode()).hexdigest()[:16]
+    def _blocked(self, step: Step) -> bool:
+        return len(self.chain[step.index - 1]) < len(self.units)
 
-    def _load_marker(self, marker: str) -> dict[str, Any] | None:
-        """A step's result if it ran over the same finished inputs; a step that saw fewer inputs (the run
-        was resumed with more) is redone, since a corpus-wide decision depends on every document."""
-        if not self.fs.exists(marker):
-            return None
-        with self.fs.open(marker, "r") as f:
-            done = json.load(f)
-        if done.get("inputs") != self._inputs_digest():
-            _log(f"{marker.rsplit('/', 2)[-2]}: the set of finished inputs changed since it ran; redoing it")
-            return None
-        return done
-
-    def _previous_kept(self, step: Step) -> str:
-        return _kept_dir(self.steps, self.steps[step.index - 1])
-
-    def _run_global(self, ray, step: Step) -> dict[str, Any]:
+    def _run_global(self, ray, step: Step) -> None:
         stage: GlobalStage = step.stages[0]
-        step_dir = f"work/step{step.index}"
-        marker = f"{self.root}/{step_dir}/done.json"
-        done = self._load_marker(marker)
-        if done is not None:
-            return done["result"]
-        t0 = time.time()
-        if self.fs.exists(f"{self.root}/{step_dir}"):
-            self.fs.rm(f"{self.root}/{step_dir}", recursive=True)  # an interrupted attempt: redo it whole
-        kept_parts = sorted(self.fs.glob(f"{self.root}/{self._previous_kept(step)}/part-*.parquet"))
-        removed_parts = sorted(self.fs.glob(f"{self.root}/removed/*/part-*.parquet"))
-        by_file: dict[str, list[str]] = {}
-        for path in kept_parts + removed_parts:
-            fid = path.rsplit("/", 1)[-1].removeprefix("part-").split(".")[0]
-            by_file.setdefault(fid, []).append(path)
-        partitions = max(1, min(256, len(by_file)))
-        remote = ray.remote(num_cpus=1)
-        rows_in = sum(ray.get([remote(run_partial).remote(stage, paths, self.out, step_dir, fid, partitions)
-                               for fid, paths in sorted(by_file.items())]))
-        decided = ray.get([remote(run_decide).remote(stage, self.out, step_dir, p) for p in range(partitions)])
-        next_kept = _kept_dir(self.steps, step)
-        applied = ray.get([remote(run_apply).remote(stage.name, path, self.out, step_dir, next_kept)
-                           for path in kept_parts])
-        reasons: dict[str, int] = {}
-        for a in applied:
-            for reason, n in a["reasons"].items():
-                reasons[reason] = reasons.get(reason, 0) + n
-        result = {"stage": stage.name, "in": sum(a["in"] for a in applied),
-                  "removed": sum(a["removed"] for a in applied), "reasons": reasons,
-                  "partial_rows": rows_in, "report_rows": sum(r for _, r in decided),
-                  "seconds": round(time.time() - t0, 3)}
-        self._copy_report(stage.name, step_dir)
-        write_text_atomic(self.fs, marker, json.dumps({"inputs": self._inputs_digest(), "result": result}))
-        _log(f"{stage.name}: removed {result['removed']} of {result['in']} documents")
-        return result
+        k = step.index
+        upstream, mine = self.chain[k - 1], self.chain[k]
+        digest = step_digest(upstream)
+        todo = [u for u in sorted(upstream) if u not in mine]
+        if not todo:
+            _log(f"resume: {stage.name} already applied to every input")
+            return
+        rounds_dir = f"work/steps/{k:02d}/rounds"
+        markers = self._round_markers(rounds_dir, digest)
+        pool = self._pool(ray, Resources())
+        sources: dict[str, list[MapUnit]] = {"documents": [self._snapshot(u, k) for u in sorted(upstream)]}
+        removals: dict[str, list[str]] = defaultdict(list)
+        reports: list[str] = []
+        rounds = stage.rounds()
+        round_, index = next(rounds, None), 0
+        while round_ is not None:
+            name = f"{index:02d}-{round_.name}"
+            marker = markers.get(name)
+            if marker is None:
+                marker = self._run_round(pool, stage, round_, f"{rounds_dir}/{name}", sources, digest)
+                write_text_atomic(self.fs, f"{self.root}/{rounds_dir}/{name}.json", json.dumps(marker))
+            else:
+                _log(f"resume: {stage.name} round {name} already done, reusing it")
+            for owner, paths in marker["removals"].items():
+                removals[owner] += paths
+            reports += marker["files"].get("report", [])
+            for output, paths in marker["files"].items():
+                sources[f"{round_.name}/{output}"] = [MapUnit(f"p{i:05d}", (p,)) for i, p in enumerate(paths)]
+            result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"])
+            round_, index = _send(rounds, result), index + 1
+        self._write_report(stage.name, reports)
+        units = [ApplyUnit(k, u, upstream[u].input, expected_key("global", upstream[u].input, upstream[u], digest),
+                           tuple(upstream[u].paths("kept")), tuple(removals.get(u, ()))) for u in todo]
+        job = ApplyJob(stage.name, self.out, self._kept_dest(step))
+        results, failed = pool.run(job, units, f"step {k} ({stage.name}: apply)",
+                                   docs_of=lambda c: c.stats.get("in", 0))
+        self._committed(k, results)
+        if failed:
+            raise GlobalStageError(_stage_failure(stage.name, "apply", failed))
+        removed = sum(c.stats["stages"][stage.name]["removed"] for c in self.chain[k].values())
+        _log(f"{stage.name}: removed {removed} of {sum(c.stats['in'] for c in self.chain[k].values())} documents")
 
-    def _copy_report(self, stage_name: str, step_dir: str) -> None:
+    def _snapshot(self, unit: str, k: int) -> MapUnit:
+        """What step ``k - 1`` committed for a unit: its kept part and every part removed up to there."""
+        paths = list(self.chain[k - 1][unit].paths("kept"))
+        for j in range(k):
+            paths += self.chain[j][unit].paths("removed")
+        return MapUnit(unit, tuple(paths))
+
+    def _round_markers(self, rounds_dir: str, digest: str) -> dict[str, dict[str, Any]]:
+        """Finished rounds of this step over the same input snapshot; anything else is redone from scratch."""
+        path = f"{self.root}/{rounds_dir}"
+        if not self.fs.exists(path):
+            return {}
+        markers = {}
+        for marker in self.fs.glob(f"{path}/*.json"):
+            with self.fs.open(marker, "r") as f:
+                markers[marker.rsplit("/", 1)[-1].removesuffix(".json")] = json.load(f)
+        if any(m.get("digest") != digest for m in markers.values()):
+            _log(f"{rounds_dir}: the step's input changed since it ran; redoing it")
+            self.fs.rm(path, recursive=True)
+            return {}
+        return markers
+
+    def _run_round(self, pool: Pool, stage: GlobalStage, round_: ShuffleRound, round_dir: str,
+                   sources: dict[str, list[MapUnit]], digest: str) -> dict[str, Any]:
+        if self.fs.exists(f"{self.root}/{round_dir}"):
+            self.fs.rm(f"{self.root}/{round_dir}", recursive=True)  # an interrupted attempt of this round
+        if round_.source not in sources:
+            raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {round_.source!r}, which no earlier "
+                                   f"round produced (known: {', '.join(sorted(sources))})")
+        units = sources[round_.source]
+        columns = stage.reads + stage.optional_reads() if round_.source == "documents" else None
+        size = 0
+        if self.profile.shuffle_partitions:
+            partitions = self.profile.shuffle_partitions
+        else:
+            partitions, size = partitions_for(self.fs, self.root, [p for u in units for p in u.paths], columns,
+                                              self.profile.shuffle_partition_bytes)
+        t0 = time.time()
+        label = f"{stage.name} {round_.name}"
+        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions), units, f"{label}: map")
+        if failed:
+            raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} map", failed))
+        files: dict[int, list[str]] = defaultdict(list)
+        for unit in sorted(mapped):
+            for p, rel in mapped[unit]["files"].items():
+                files[int(p)].append(rel)
+        reduce_units = [ReduceUnit(f"p{p:05d}", p, tuple(paths)) for p, paths in sorted(files.items())]
+        reduced, failed = pool.run(ReduceJob(round_, self.out, round_dir), reduce_units, f"{label}: reduce")
+        if failed:
+            raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} reduce", failed))
+        outputs: dict[str, int] = defaultdict(int)
+        out_files: dict[str, list[str]] = defaultdict(list)
+        removals: dict[str, list[str]] = defaultdict(list)
+        for unit in sorted(reduced):
+            r = reduced[unit]
+            for name, rows in r["outputs"].items():
+                outputs[name] += rows
+            for name, paths in r["files"].items():
+                out_files[name] += paths
+            for owner, rel in r["removals"].items():
+                removals[owner].append(rel)
+        rows_in = sum(m["rows"] for m in mapped.values())
+        _log(f"{label}: {len(units)} units -> {rows_in} rows in {partitions} partitions "
+             f"({size / 1e6:.1f} MB read) -> {dict(outputs)} in {time.time() - t0:.1f}s")
+        return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
+                "files": dict(out_files), "removals": dict(removals)}
+
+    def _write_report(self, stage_name: str, paths: list[str]) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = f"{self.root}/{step_dir}/report"
-        if not self.fs.exists(path):
+        tables = [pq.read_table(f"{self.root}/{p}", filesystem=self.fs) for p in paths]
+        if not tables:
             return
-        report = pq.read_table(path, filesystem=self.fs)
+        report = pa.concat_tables(tables, promote_options="permissive")
         if report.num_rows and report.column_names:
             report = report.sort_by([(report.column_names[0], "ascending")])
         self.fs.makedirs(f"{self.root}/stats", exist_ok=True)
@@ -267,48 +525,17 @@ class Runner:
         if report.num_rows > 20:
             _log(f"{stage_name}: … {report.num_rows - 20} more in stats/{stage_name}_report.parquet")
 
-    def _run_partitions(self, ray, step: Step) -> list[dict[str, Any]]:
-        marker = f"{self.root}/work/step{step.index}/done.json"
-        done = self._load_marker(marker)
-        if done is not None:
-            return done["result"]
-        t0 = time.time()
-        stages: list[DocumentStage] = step.stages
-        gpus = max((s.resources.gpus for s in stages), default=0.0)
-        parts = sorted(self.fs.glob(f"{self.root}/{self._previous_kept(step)}/part-*.parquet"))
-        task = ray.remote(num_cpus=1, num_gpus=gpus)(run_partition)
-        results = ray.get([task.remote(p, stages, self.out, _kept_dir(self.steps, step), step.index)
-                           for p in parts])  # a task's stages are torn down with its worker process
-        merged = []
-        for stage in stages:
-            per = [r[stage.name] for r in results]
-            reasons: dict[str, int] = {}
-            for r in per:
-                for reason, n in r["reasons"].items():
-                    reasons[reason] = reasons.get(reason, 0) + n
-            merged.append({"stage": stage.name, "in": sum(r["in"] for r in per),
-                           "removed": sum(r["removed"] for r in per), "reasons": reasons,
-                           "seconds": round(sum(r["seconds"] for r in per), 3)})
-        write_text_atomic(self.fs, marker, json.dumps({"inputs": self._inputs_digest(), "result": merged}))
-        _log(f"step {step.index}: {len(parts)} partitions in {time.time() - t0:.1f}s")
-        return merged
+
+def _stage_failure(stage: str, what: str, failed: dict[str, str]) -> str:
+    example = next(iter(sorted(failed.items())))
+    return f"{stage}: {what} failed for {len(failed)} units after retries; e.g. {example[0]}: {example[1]}"
 
 
-class _FileWorker:
-    """A Ray actor holding set-up stages, so models load once per worker rather than once per file."""
-
-    def __init__(self, reader: Reader, stages: list[DocumentStage], batch_size: int, out: Location, kept_dir: str,
-                 storage_options: dict[str, Any]) -> None:
-        self.reader, self.stages = reader, stages
-        self.kwargs = {"batch_size": batch_size, "out": out, "kept_dir": kept_dir,
-                       "storage_options": storage_options}
-
-    def run(self, uri: str) -> dict[str, Any]:
-        return run_file(uri, self.reader, self.stages, **self.kwargs)
-
-    def close(self) -> None:
-        for stage in self.stages:
-            stage.close()
+def _send(rounds, result: RoundResult) -> ShuffleRound | None:
+    try:
+        return rounds.send(result)
+    except StopIteration:
+        return None
 
 
 def _init_ray(profile: RuntimeProfile) -> None:
@@ -328,10 +555,10 @@ def _init_ray(profile: RuntimeProfile) -> None:
     ray.init(**kwargs)
 
 
-def _progress(total: int, initial: int, unit: str, enabled: bool):
+def _progress(total: int, label: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, unit="units", desc=label, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
 def _log(message: str) -> None:

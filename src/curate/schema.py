@@ -48,6 +48,7 @@ ERROR_SCHEMA = pa.schema(
     [
         pa.field("input", pa.string()),
         pa.field("offset", pa.int64()),
+        pa.field("end_offset", pa.int64()),  # a skipped span of a damaged WARC: where reading resumed
         pa.field("record_id", pa.string()),
         pa.field("stage", pa.string()),
         pa.field("error", pa.string()),

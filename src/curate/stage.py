@@ -2,21 +2,28 @@
 
 * :class:`DocumentStage` maps a batch to the same rows plus columns. Rows already removed by an earlier
   stage are split off before :meth:`DocumentStage.process` and passed through untouched.
-* :class:`GlobalStage` needs the whole corpus (source quarantine, dedup). It is written as a
-  map/shuffle/reduce over small tables so the runner can execute it as a partitioned Ray shuffle with
-  bounded memory, and a unit test can execute it as three plain function calls.
+* :class:`GlobalStage` needs the whole corpus (source quarantine, dedup). It is written as a sequence of
+  :class:`ShuffleRound` s (map over units → hash partition by key → reduce per partition) so the runner
+  can execute it as partitioned Ray shuffles with bounded memory and a marker per round, and a unit test
+  can execute it as plain function calls (:func:`curate.execute.run_rounds_locally`).
+
+Every stage declares the columns it ``reads`` and ``adds``: the pipeline is checked when it is built,
+the runner drops a transient column (``html``) once no later stage reads it, and a global stage reads
+only its declared columns from disk.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import fnmatch
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from curate.schema import active_mask, mark_failed, mark_removed
+from curate.schema import DOCUMENT_SCHEMA, active_mask, mark_failed, mark_removed
 
 
 class StageParams(BaseModel):
@@ -27,10 +34,24 @@ class StageParams(BaseModel):
 
 @dataclass(frozen=True)
 class Resources:
-    """What one worker of this stage needs; the runner maps it to Ray ``num_cpus``/``num_gpus``."""
+    """What one worker of this stage needs; the runner maps it to Ray ``num_cpus``/``num_gpus``.
+
+    Consecutive stages with equal resources share a pool of actors; where resources change the runner
+    starts a new step with its own pool (a GPU classifier is fed by CPU steps instead of every file
+    worker reserving a GPU). ``gpus`` may be a fraction (several actors share one device).
+    """
 
     cpus: float = 1.0
     gpus: float = 0.0
+
+
+class StageContractError(RuntimeError):
+    """A stage broke its declared contract (added an undeclared column)."""
+
+
+def matches_declared(column: str, patterns: Sequence[str]) -> bool:
+    """``patterns`` are column names or ``prefix_*`` globs (a stage's signals are ``<stage>_<signal>``)."""
+    return any(fnmatch.fnmatchcase(column, p) for p in patterns)
 
 
 class DocumentStage:
@@ -43,10 +64,18 @@ class DocumentStage:
     name: ClassVar[str]
     Params: ClassVar[type[StageParams]] = StageParams
     resources: ClassVar[Resources] = Resources()
+    #: Columns :meth:`process` reads; each must be a document-schema column or added by an earlier stage.
+    reads: ClassVar[tuple[str, ...]] = ("text",)
+    #: Columns :meth:`process` may add (names or globs; ``{name}`` is this stage's name). Writing a
+    #: document-schema column (``text``, the removal triple) is always allowed.
+    adds: ClassVar[tuple[str, ...]] = ("{name}_*",)
 
     def __init__(self, params: StageParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self._ready = False
+
+    def declared_adds(self) -> tuple[str, ...]:
+        return tuple(p.format(name=self.name) for p in self.adds)
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load heavy state once per worker."""
@@ -76,15 +105,23 @@ class DocumentStage:
             self.setup()
             self._ready = True
         if self.measures_removed_rows():
-            return self.process(batch)  # mark_removed only ever marks rows that are still active
+            return self._checked(batch, self.process(batch))  # mark_removed only marks rows still active
         active = active_mask(batch)
         n_active = pc.sum(active).as_py() or 0
         if n_active == batch.num_rows:
-            return self.process(batch)
+            return self._checked(batch, self.process(batch))
         # Even with no active row, process the empty table: every batch then has the same columns.
         done = batch.filter(pc.invert(active))
-        processed = self.process(batch.filter(active))
+        processed = self._checked(batch, self.process(batch.filter(active)))
         return pa.concat_tables([processed, done], promote_options="default")
+
+    def _checked(self, before: pa.Table, after: pa.Table) -> pa.Table:
+        new = set(after.column_names) - set(before.column_names) - set(DOCUMENT_SCHEMA.names)
+        undeclared = sorted(c for c in new if not matches_declared(c, self.declared_adds()))
+        if undeclared:
+            raise StageContractError(f"stage {self.name!r} added undeclared columns {undeclared} "
+                                     f"(declared: {list(self.declared_adds())})")
+        return after
 
     def remove(self, batch: pa.Table, mask, reasons, scores=None, thresholds=None) -> pa.Table:
         """Mark rows where ``mask`` holds as removed by this stage (see :func:`curate.schema.mark_removed`)."""
@@ -110,30 +147,67 @@ class Reader:
         self.params = params if params is not None else self.Params()
 
 
-class GlobalStage:
-    """A corpus-wide stage, executed as map → shuffle by key → reduce → apply.
+class UnitData(Protocol):
+    """What a :class:`ShuffleRound`'s map sees of one unit: lazy column reads, so a stage pays only for
+    the columns it asks for (a unit of documents is its kept part plus the parts earlier stages removed)."""
 
-    1. :meth:`partial` maps every document partition (kept *and* removed by earlier stages, so a stage
-       can count what was removed, e.g. pathological documents per source) to a small table that has a ``key`` column (and ``id``);
-    2. the runner shuffles partial rows into partitions by hash of ``key`` so one key's rows meet;
-    3. :meth:`decide` turns one shuffled partition into removals (``id``, ``reason``, ``score``,
-       ``threshold``) and a report table for the audit;
-    4. the runner applies removals to every kept partition (a join on ``id``), writing
-       ``removed/<name>/`` and the next ``kept/``.
+    unit: str
+
+    def read(self, columns: Sequence[str]) -> pa.Table:
+        """These columns of every row of the unit (a column a part lacks comes back as nulls)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShuffleRound:
+    """One round of a global stage: ``map`` over units → hash partition by ``key`` → ``reduce`` per partition.
+
+    ``source`` is ``"documents"`` (the snapshot of what the previous step committed, kept and removed) or
+    ``"<round>/<output>"``, an output of an earlier round of the same stage. ``reduce`` returns named
+    tables: ``removals`` (``id``, ``reason``, ``score``, ``threshold`` and optional extra columns that are
+    joined onto the removed documents) are shuffled back to the units that hold those ids; ``report``
+    rows are collected into ``stats/<stage>_report.parquet``; any other name is kept under ``work/`` as a
+    source for later rounds. The runner writes a marker when a round is done, so a resumed run starts at
+    the first unfinished round.
+    """
+
+    name: str
+    map: Callable[[UnitData], pa.Table]
+    reduce: Callable[[pa.Table], dict[str, pa.Table]]
+    source: str = "documents"
+
+
+@dataclass
+class RoundResult:
+    """What a finished round reports back to its stage's :meth:`GlobalStage.rounds` generator."""
+
+    partitions: int
+    rows_in: int
+    outputs: dict[str, int] = field(default_factory=dict)  # output name -> rows
+
+
+class GlobalStage:
+    """A corpus-wide stage: a sequence of :class:`ShuffleRound` s, then removals applied per unit.
+
+    :meth:`rounds` is a generator: it yields a round, receives that round's :class:`RoundResult`, and
+    may yield more (a loop of rounds for connected components stops when a round changes nothing). The
+    runner then joins every unit's removals onto its kept documents, writing ``removed/<name>/`` and the
+    next kept parts.
     """
 
     name: ClassVar[str]
     Params: ClassVar[type[StageParams]] = StageParams
-    #: Columns of the kept documents that :meth:`partial` reads (the runner reads only these).
-    columns: ClassVar[tuple[str, ...]] = ("id",)
+    #: Document columns the rounds read (the runner checks them when the pipeline is built).
+    reads: ClassVar[tuple[str, ...]] = ("id",)
 
     def __init__(self, params: StageParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def partial(self, batch: pa.Table) -> pa.Table:
-        raise NotImplementedError
+    def optional_reads(self) -> tuple[str, ...]:
+        """Columns read when an earlier stage added them (read as nulls otherwise)."""
+        return ()
 
-    def decide(self, group: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def rounds(self) -> Generator[ShuffleRound, RoundResult, None]:
         raise NotImplementedError
 
 

@@ -1,7 +1,8 @@
 """``curate audit OUT``: what every stage removed, why, with score ranges and examples.
 
-Read entirely from an output folder (``stats/stats.json`` and ``removed/<stage>/``), so it works on a
-finished, a resumed or a still-running output, and on outputs written elsewhere (S3).
+Read entirely from an output folder (``stats/stats.json`` and the removed parts its current commits
+name), so it works on a finished, a resumed or a still-running output, and on outputs written elsewhere
+(S3); parts of an attempt that never committed are never shown.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.audit.ledger import load_ledger
+from curate.commit import Commit
 from curate.io.fs import Location
 
 _SNIPPET = 100
+_COLUMNS = ["id", "url", "reason", "score", "threshold", "text"]
 
 
-def _removed(fs, root: str, stage: str) -> pa.Table | None:
-    path = f"{root}/removed/{stage}"
-    if not fs.exists(path):
+def _removed(fs, root: str, chain: list[dict[str, Commit]], stage: str) -> pa.Table | None:
+    paths = [p.path for step in chain for c in step.values() for p in c.parts if p.kind == "removed" and p.stage == stage]
+    if not paths:
         return None
-    return pq.read_table(path, filesystem=fs, columns=["id", "url", "reason", "score", "threshold", "text"])
+    return pa.concat_tables([pq.read_table(f"{root}/{p}", filesystem=fs, columns=_COLUMNS) for p in paths],
+                            promote_options="permissive")
 
 
 def audit_report(out: Location, examples: int = 3) -> str:
@@ -29,6 +34,7 @@ def audit_report(out: Location, examples: int = 3) -> str:
     fs, root = out.resolve()
     with fs.open(f"{root}/stats/stats.json", "r") as f:
         stats = json.load(f)
+    chain, _ = load_ledger(out)
     totals = stats["totals"]
     lines = [
         f"{stats['files']} input files, {stats['documents']} documents read, {stats['read_errors']} unreadable "
@@ -40,7 +46,7 @@ def audit_report(out: Location, examples: int = 3) -> str:
     for stage, s in stats["stages"].items():
         share = s["removed"] / s["in"] if s["in"] else 0.0
         lines.append(f"\n{stage}: in {s['in']}, removed {s['removed']} ({share:.1%}), errors {s['errors']}")
-        removed = _removed(fs, root, stage) if s["removed"] else None
+        removed = _removed(fs, root, chain, stage) if s["removed"] else None
         for reason, count in s["reasons"].items():
             lines.append(f"  {reason}: {count}")
             if removed is None:

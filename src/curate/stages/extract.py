@@ -83,6 +83,7 @@ class Extract(DocumentStage):
 
     name = "extract"
     Params = ExtractParams
+    reads = ("html", "charset", "text")
 
     def setup(self) -> None:
         self._sandbox = _Sandbox(self.params) if self.params.timeout_s > 0 else None

@@ -60,6 +60,7 @@ class Language(DocumentStage):
     """Adds ``language`` and ``language_score``; removes rows outside ``keep`` or below ``min_score``."""
 
     name = "language"
+    adds = ("language", "language_*")
     Params = LanguageParams
 
     def setup(self) -> None:

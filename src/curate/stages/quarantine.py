@@ -19,7 +19,7 @@ from pydantic import Field
 from curate.registry import register
 from curate.schema import active_mask
 from curate.sources import SourceRules, source_keys
-from curate.stage import REMOVALS_SCHEMA, GlobalStage, StageParams
+from curate.stage import REMOVALS_SCHEMA, GlobalStage, ShuffleRound, StageParams, UnitData
 
 REASON = "source_quarantine"
 #: First characters of a pathological page kept for the audit report (enough to recognise the pattern).
@@ -79,13 +79,35 @@ class SourceQuarantine(GlobalStage):
     Params = QuarantineParams
     params: QuarantineParams
 
-    @property
-    def columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        extra = (self.params.pathological_column,) if self.params.pathological_column else ()
-        return ("id", "url", "source", "removed_by", "reason", "text", *extra)
+    reads = ("id", "url", "source", "removed_by", "reason")
+
+    def optional_reads(self) -> tuple[str, ...]:
+        return (self.params.pathological_column,) if self.params.pathological_column else ()
+
+    def rounds(self):
+        """One round: source rows shuffled by source key, decided per source."""
+        yield ShuffleRound("sources", map=self.map_unit, reduce=self.reduce_partition)
+
+    def map_unit(self, unit: UnitData) -> pa.Table:
+        """Source rows of one unit; text is read only for units that hold a pathological page (the example)."""
+        rows = self.partial(unit.read(self.reads + self.optional_reads()))
+        if not pc.any(rows["pathological"]).as_py():
+            return rows
+        texts = unit.read(("id", "text"))
+        index = pc.index_in(rows["id"], texts["id"])
+        snippet = pc.utf8_slice_codeunits(pc.take(texts["text"], index), 0, EXAMPLE_CHARS)
+        example = pc.if_else(rows["pathological"], snippet, pa.scalar(None, pa.string()))
+        return rows.set_column(rows.schema.get_field_index("example"), "example", example)
+
+    def reduce_partition(self, group: pa.Table) -> dict[str, pa.Table]:
+        removals, report = self.decide(group)
+        return {"removals": removals, "report": report}
 
     def partial(self, batch: pa.Table) -> pa.Table:
-        """One row per document with a source key; documents without one belong to no source and are skipped."""
+        """One row per document with a source key; documents without one belong to no source and are skipped.
+
+        ``example`` is the start of a pathological page's text when ``batch`` has a ``text`` column.
+        """
         p = self.params
         keys = source_keys(batch["url"], p.rules) if p.rules is not None else batch["source"]
         pathological = pc.or_(
@@ -95,9 +117,12 @@ class SourceQuarantine(GlobalStage):
         if p.pathological_column and p.pathological_column in batch.column_names:
             flagged = pc.fill_null(batch[p.pathological_column].cast(pa.bool_()), False)
             pathological = pc.or_(pathological, flagged)
-        example = pc.if_else(
-            pathological, pc.utf8_slice_codeunits(batch["text"], 0, EXAMPLE_CHARS), pa.scalar(None, pa.string())
-        )
+        if "text" in batch.column_names:
+            example = pc.if_else(
+                pathological, pc.utf8_slice_codeunits(batch["text"], 0, EXAMPLE_CHARS), pa.scalar(None, pa.string())
+            )
+        else:
+            example = pa.nulls(batch.num_rows, pa.string())
         rows = pa.table(
             {
                 "key": keys,

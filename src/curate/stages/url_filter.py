@@ -200,6 +200,7 @@ class UrlFilter(DocumentStage):
     """Adds ``url_filter_matched`` (the entry that removed the row); removes blocklisted and banned URLs."""
 
     name = "url_filter"
+    reads = ("url",)
     Params = UrlFilterParams
 
     def setup(self) -> None:

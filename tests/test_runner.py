@@ -1,0 +1,263 @@
+"""The runner's promise under failure: dying workers, repeated attempts, killed drivers, grown inputs.
+
+Each test goes through the CLI on an embedded Ray with 2 workers and at least 3 real input files. Runs that
+need a fault injected into the worker processes (``CURATE_FAULT``, see :func:`curate.execute.fault_point`)
+or a kill -9 of the driver run the CLI as a subprocess with its own embedded Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from curate.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
+pytestmark = pytest.mark.e2e
+INPUTS = ("dolma-wget-sample-0000.warc.gz", "dolma-wget-sample-0001.warc.gz", "IAH-urls-wget.warc.gz",
+          "CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz")
+
+
+def warcs(shared_data: Path) -> list[Path]:
+    return [shared_data / "warc" / name for name in INPUTS]
+
+
+def kept(out: Path) -> list[tuple[str, str]]:
+    """The corpus as its commits name it (what a reader of the output gets)."""
+    paths = [p for p in (out / "kept").glob("*.parquet")]
+    rows = [r for p in paths for r in pq.read_table(p, columns=["id", "text"]).to_pylist()]
+    return sorted((r["id"], r["text"]) for r in rows)
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", *map(str, args), "--no-progress", "--workers", "2"])
+
+
+def cli_command(pipeline: Path, inputs: list[Path], out: Path) -> list[str]:
+    return [sys.executable, "-m", "curate.cli", "run", str(pipeline), "-i", *map(str, inputs), "-o", str(out),
+            "--workers", "2", "--no-progress", "--config", str(REPO / "configs" / "local.yaml")]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+           **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """kill -9 the driver and every process it started (its embedded Ray and workers)."""
+    tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    alive = []
+    for pid in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            alive.append(psutil.Process(pid))
+    psutil.wait_procs(alive, timeout=10)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and list(path.iterdir()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the fault point was not reached (exit code {proc.poll()})")
+
+
+#: Matches URLs of 2 of the 4 inputs (dolma-wget-sample-0001 and IAH-urls-wget).
+DYING = r"creativecommons\.org|//archive\.org"
+
+
+def dying_pipeline(tmp_path: Path, once: bool) -> Path:
+    once_dir = f", once_dir: '{tmp_path / 'flags'}'" if once else ""
+    pipeline = tmp_path / "die.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n"
+                        f"  - plugins:DieOn: {{url_matches: '{DYING}'{once_dir}}}\n"
+                        "  - extract: {}\n  - language: {keep: [en], min_score: 0.65}\n")
+    return pipeline
+
+
+def test_a_dying_worker_is_replaced_and_its_unit_genuinely_retried(shared_data: Path, ray_session, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A stage that kills its worker on 2 of 4 files the first time: fresh actors retry them, nothing is lost."""
+    inputs = warcs(shared_data)
+    assert run_cli(dying_pipeline(tmp_path, once=True), "-i", *inputs, "-o", tmp_path / "out") == 0
+    assert len(list((tmp_path / "flags").iterdir())) == 2
+    err = capsys.readouterr().err
+    assert "worker died" in err and "retrying" in err
+    assert run_cli(QUICKSTART, "-i", *inputs, "-o", tmp_path / "clean") == 0
+    assert kept(tmp_path / "out") == kept(tmp_path / "clean")
+    stats = json.loads((tmp_path / "out" / "stats" / "stats.json").read_text())
+    assert stats["conservation_ok"] and stats["files"] == 4
+
+
+def test_a_unit_that_keeps_killing_workers_is_left_unfinished_and_listed(shared_data: Path, ray_session,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Every attempt dies on 2 of 4 inputs: exit 1, both listed, the others complete, no traceback."""
+    inputs = warcs(shared_data)
+    out = tmp_path / "out"
+    assert run_cli(dying_pipeline(tmp_path, once=False), "-i", *inputs, "-o", out) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "conservation OK" in captured.out
+    unfinished = [line for line in captured.out.splitlines() if "unfinished input" in line]
+    run = json.loads((out / "run.json").read_text())
+    assert run["finished"] and len(run["failed_inputs"]) == len(unfinished) == 2
+    assert all("failed 3 times" in why and "worker died" in why for why in run["failed_inputs"].values())
+    finished = [p for p in inputs if str(p) not in run["failed_inputs"]]
+    assert finished and len(list((out / "work" / "commits" / "step00").glob("*.json"))) == len(finished)
+    clean = tmp_path / "clean"
+    assert run_cli(QUICKSTART, "-i", *finished, "-o", clean) == 0
+    assert kept(out) == kept(clean)
+
+
+def test_a_run_where_every_document_fails_exits_non_zero(shared_data: Path, ray_session, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = tmp_path / "fail.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + "  - plugins:FailOn: {fail_on: ''}\n")
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", *warcs(shared_data)[:3], "-o", out) == 1
+    printed = capsys.readouterr().out
+    failing = json.loads((out / "stats" / "stats.json").read_text())["stages"]["fail_on"]
+    assert failing["errors"] == failing["in"] > 0
+    assert f"stage fail_on: {failing['in']} of {failing['in']} documents failed (100.0%)" in printed
+    assert "cannot handle" in printed  # an example error
+    permissive = tmp_path / "permissive.yaml"
+    permissive.write_text(pipeline.read_text() + "failure: {max_error_share: 1.0}\n")
+    assert run_cli(permissive, "-i", *warcs(shared_data)[:3], "-o", tmp_path / "p") == 0
+
+
+def test_stale_parts_of_a_dead_attempt_are_never_counted(shared_data: Path, tmp_path: Path) -> None:
+    """Attempt 1 writes error parts and dies before its commit; attempt 2 succeeds: no trace of attempt 1."""
+    faults = tmp_path / "faults"
+    pipeline = tmp_path / "flaky.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + f"  - plugins:FailsFirstAttempt: {{fault_dir: '{faults}'}}\n")
+    inputs = warcs(shared_data)[:3]
+    out = tmp_path / "out"
+    run = subprocess.run(cli_command(pipeline, inputs, out), env=cli_env(CURATE_FAULT=f"before_commit:0:die:{faults}"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert len(list(faults.iterdir())) == 3  # every unit died once, after writing its error parts
+    assert "conservation OK" in run.stdout
+    assert not (out / "errors").exists() or not list((out / "errors").iterdir())
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["totals"]["errors"] == 0 and stats["stages"]["fails_first_attempt"]["errors"] == 0
+    assert main(["run", str(QUICKSTART), "-i", *map(str, inputs), "-o", str(tmp_path / "clean"), "--no-progress"]) == 0
+    assert kept(out) == kept(tmp_path / "clean")
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_kill_9_between_part_renames_and_commit_then_resume(shared_data: Path, tmp_path: Path) -> None:
+    faults = tmp_path / "faults"
+    inputs = warcs(shared_data)
+    out = tmp_path / "out"
+    cmd = cli_command(QUICKSTART, inputs, out)
+    proc = subprocess.Popen(cmd, env=cli_env(CURATE_FAULT=f"before_commit:0:pause:{faults}"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(faults, proc)
+    kill_tree(proc)
+    assert list((out / "kept").glob("*.parquet")) or list((out / "removed").rglob("*.parquet"))  # renamed, uncommitted
+    resumed = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert main(["run", str(QUICKSTART), "-i", *map(str, inputs), "-o", str(tmp_path / "clean"), "--no-progress"]) == 0
+    assert kept(out) == kept(tmp_path / "clean")
+    commits = [json.loads(p.read_text()) for p in (out / "work" / "commits" / "step00").glob("*.json")]
+    named = {part["path"] for c in commits for part in c["parts"]}
+    on_disk = {str(p.relative_to(out)) for d in ("kept", "removed", "errors") if (out / d).exists()
+               for p in (out / d).rglob("*.parquet")}
+    assert on_disk == named, "parts of the killed attempt were left behind"
+
+
+def quarantine_pipeline(tmp_path: Path) -> Path:
+    pipeline = tmp_path / "q.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n  - repetition: {}\n"
+                        "  - source_quarantine: {min_docs: 5, max_pathological_share: 0.5}\n"
+                        "  - language: {keep: [en]}\n")
+    return pipeline
+
+
+def reddit(tmp_path: Path) -> Path:
+    from fixtures.build_reddit_warc import build_reddit_warc
+
+    warc = tmp_path / "reddit.warc.gz"
+    build_reddit_warc(warc)
+    return warc
+
+
+def report(out: Path) -> list[tuple]:
+    rows = pq.read_table(out / "stats" / "source_quarantine_report.parquet").to_pylist()
+    return [(r["source"], r["docs"], r["pathological"], r["removed"]) for r in rows]
+
+
+def test_a_global_stage_redone_after_more_inputs_equals_a_clean_run(shared_data: Path, ray_session,
+                                                                    tmp_path: Path) -> None:
+    """The map reads the step's input snapshot, not removed/*: microwavegang stays at 30 documents."""
+    pipeline = quarantine_pipeline(tmp_path)
+    first = [reddit(tmp_path), *warcs(shared_data)[:2]]
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", *first, "-o", out) == 0
+    assert report(out) == [("reddit.com/r/microwavegang", 30, 29, 1)]
+    everything = [*first, warcs(shared_data)[2]]
+    assert run_cli(pipeline, "-i", *everything, "-o", out) == 0
+    clean = tmp_path / "clean"
+    assert run_cli(pipeline, "-i", *everything, "-o", clean) == 0
+    assert report(out) == report(clean) == [("reddit.com/r/microwavegang", 30, 29, 1)]
+    assert kept(out) == kept(clean)
+    removed = {p.name for p in (out / "removed" / "source_quarantine").glob("*.parquet")}
+    assert len(removed) == 1, "the earlier attempt's removals were left in place"
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_a_global_stage_killed_in_its_apply_round_resumes_without_redoing_its_shuffle(
+        shared_data: Path, tmp_path: Path) -> None:
+    faults = tmp_path / "faults"
+    pipeline = quarantine_pipeline(tmp_path)
+    inputs = [reddit(tmp_path), *warcs(shared_data)[:2]]
+    out = tmp_path / "out"
+    cmd = cli_command(pipeline, inputs, out)
+    proc = subprocess.Popen(cmd, env=cli_env(CURATE_FAULT=f"before_commit:1:pause:{faults}"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(faults, proc)
+    kill_tree(proc)
+    rounds = out / "work" / "steps" / "01" / "rounds"
+    marker = rounds / "00-sources.json"
+    assert marker.exists(), "the shuffle round had finished before the apply"
+    before = {p: p.stat().st_mtime_ns for p in rounds.rglob("*") if p.is_file()}
+    resumed = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "round 00-sources already done" in resumed.stderr
+    assert "already finished step 0" in resumed.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in rounds.rglob("*") if p.is_file()}
+    clean = tmp_path / "clean"
+    assert main(["run", str(pipeline), "-i", *map(str, inputs), "-o", str(clean), "--no-progress"]) == 0
+    assert kept(out) == kept(clean) and report(out) == report(clean)
+
+
+def test_forcing_many_shuffle_partitions_gives_the_same_decisions(shared_data: Path, ray_session,
+                                                                  tmp_path: Path) -> None:
+    pipeline = quarantine_pipeline(tmp_path)
+    inputs = [reddit(tmp_path), *warcs(shared_data)]
+    profile = tmp_path / "many.yaml"
+    profile.write_text("shuffle_partitions: 7\n")
+    assert run_cli(pipeline, "-i", *inputs, "-o", tmp_path / "many", "--config", profile) == 0
+    assert run_cli(pipeline, "-i", *inputs, "-o", tmp_path / "one") == 0
+    marker = json.loads((tmp_path / "many" / "work" / "steps" / "01" / "rounds" / "00-sources.json").read_text())
+    assert marker["partitions"] == 7
+    assert kept(tmp_path / "many") == kept(tmp_path / "one")
+    assert report(tmp_path / "many") == report(tmp_path / "one")
