@@ -16,7 +16,7 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" /
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+        pytest.fail(f"shared test data not found at {SHARED_DATA}: the tests read real crawl data from there")
     return SHARED_DATA
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,7 +53,7 @@ class FailurePolicy(_Strict):
 
     max_error_share: float = Field(0.01, ge=0, le=1, description="stage errors / documents read, whole run; "
                                    "also each stage's limit (errors / its input) unless overridden")
-    max_stage_error_share: dict[str, float] = Field(default_factory=dict,
+    max_stage_error_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict,
                                                     description="per-stage overrides of max_error_share")
     max_read_error_share: float | None = Field(None, ge=0, le=1, description="unreadable records / documents read")
 
