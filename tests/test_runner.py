@@ -92,11 +92,21 @@ def dying_pipeline(tmp_path: Path, once: bool) -> Path:
     return pipeline
 
 
+def executor_profile(tmp_path: Path, executor: str) -> Path:
+    profile = tmp_path / f"{executor}.yaml"
+    profile.write_text(f"executor: {executor}\n")
+    return profile
+
+
+@pytest.mark.parametrize("executor", ["ray", "local"])
 def test_a_dying_worker_is_replaced_and_its_unit_genuinely_retried(shared_data: Path, ray_session, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """A stage that kills its worker on 2 of 4 files the first time: fresh actors retry them, nothing is lost."""
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   executor: str) -> None:
+    """A stage that kills its worker on 2 of 4 files the first time: fresh workers retry them, nothing is lost
+    (Ray actors, or the worker subprocess of the local executor)."""
     inputs = warcs(shared_data)
-    assert run_cli(dying_pipeline(tmp_path, once=True), "-i", *inputs, "-o", tmp_path / "out") == 0
+    assert run_cli(dying_pipeline(tmp_path, once=True), "-i", *inputs, "-o", tmp_path / "out",
+                   "--config", executor_profile(tmp_path, executor)) == 0
     assert len(list((tmp_path / "flags").iterdir())) == 2
     err = capsys.readouterr().err
     assert "worker died" in err and "retrying" in err
@@ -106,13 +116,16 @@ def test_a_dying_worker_is_replaced_and_its_unit_genuinely_retried(shared_data: 
     assert stats["conservation_ok"] and stats["files"] == 4
 
 
+@pytest.mark.parametrize("executor", ["ray", "local"])
 def test_a_unit_that_keeps_killing_workers_is_left_unfinished_and_listed(shared_data: Path, ray_session,
                                                                          tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         executor: str) -> None:
     """Every attempt dies on 2 of 4 inputs: exit 1, both listed, the others complete, no traceback."""
     inputs = warcs(shared_data)
     out = tmp_path / "out"
-    assert run_cli(dying_pipeline(tmp_path, once=False), "-i", *inputs, "-o", out) == 1
+    assert run_cli(dying_pipeline(tmp_path, once=False), "-i", *inputs, "-o", out,
+                   "--config", executor_profile(tmp_path, executor)) == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
     assert "conservation OK" in captured.out

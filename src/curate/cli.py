@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
     run.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
+                     "the ledger); always recorded in run.json")
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
     audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
     _print_summary(result, args.output)
+    if args.profile:
+        print("profile: " + ", ".join(f"{k}={v:.2f}s" for k, v in result.profile.items()))
     return 0 if result.ok else 1
 
 

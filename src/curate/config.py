@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,9 @@ class RuntimeProfile(_Strict):
     shuffle_partition_bytes: int = Field(128 << 20, ge=1, description="global stages: target uncompressed bytes "
                                          "of the columns they read per shuffle partition")
     shuffle_partitions: int | None = Field(None, ge=1, description="force this many shuffle partitions")
+    executor: Literal["auto", "ray", "local"] = Field(
+        "auto", description="ray: actor pools on the embedded or named Ray; local: one supervised worker "
+        "subprocess, no Ray start-up; auto: local for one input or --workers 1 when no cluster is named")
 
 
 class FailurePolicy(_Strict):

@@ -28,6 +28,7 @@ from typing import Any
 from curate.audit.ledger import Conservation, Ledger, build_ledger, merge_stats, policy_violations
 from curate.commit import Commit, current_chain, expected_key, kept_dest, load_commits, step_digest, sweep
 from curate.config import ConfigError, Pipeline, RuntimeProfile
+from curate.console import log, progress
 from curate.execute import (ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob, ReduceUnit,
                             partitions_for)
 from curate.io.fs import Location, expand_inputs, file_id, write_text_atomic
@@ -60,6 +61,7 @@ class RunResult:
     stats: dict[str, Any]
     failed_inputs: list[str]
     problems: list[str] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)  # seconds: start-up, each step, total
 
     @property
     def ok(self) -> bool:
@@ -167,7 +169,7 @@ class Pool:
         queue = [(u, 1) for u in reversed(units)]
         idle = list(self.actors[:wanted])
         pending: dict[Any, tuple[Any, Any, int]] = {}
-        bar = _progress(len(units), label, self.progress)
+        bar = progress(len(units), label, self.progress)
         docs, t0 = 0, time.time()
         try:
             while queue or pending:
@@ -199,7 +201,7 @@ class Pool:
 
     def _retry_or_fail(self, unit: Any, attempt: int, why: str, queue: list, failed: dict[str, str]) -> None:
         if attempt < self.attempts:
-            _log(f"{unit.unit}: attempt {attempt} of {self.attempts} failed ({why}); retrying")
+            log(f"{unit.unit}: attempt {attempt} of {self.attempts} failed ({why}); retrying")
             queue.append((unit, attempt + 1))
         else:
             failed[unit.unit] = f"failed {attempt} times; last: {why}"
@@ -255,6 +257,7 @@ class Runner:
         self.chain: list[dict[str, Commit]] = []
         self.unfinished: dict[str, str] = {}  # input URI -> why
         self._pools: dict[Resources, Pool] = {}
+        self._local_pool: Any = None
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def _check_output(self) -> dict[str, Any]:
@@ -295,14 +298,22 @@ class Runner:
         self._refresh()
         swept = sweep(self.fs, self.root, self.chain)
         if swept:
-            _log(f"removed {swept} parts and manifests of interrupted or superseded attempts")
+            log(f"removed {swept} parts and manifests of interrupted or superseded attempts")
         problems: list[str] = []
-        import ray
+        local = self._use_local()
+        info["executor"] = "local" if local else "ray"
+        if local:
+            from curate.worker import ProcessPool
 
-        started_here = not ray.is_initialized()
-        if started_here:
-            _init_ray(self.profile)
-        profile = {"ray_start_s": round(time.time() - t0, 3)}
+            ray, started_here = None, False
+            self._local_pool = ProcessPool(self.profile.unit_attempts, self.progress)
+        else:
+            import ray
+
+            started_here = not ray.is_initialized()
+            if started_here:
+                _init_ray(self.profile)
+        profile = {"start_s": round(time.time() - t0, 3)}
         try:
             for step in self.steps:
                 s0 = time.time()
@@ -324,19 +335,21 @@ class Runner:
         except GlobalStageError as exc:
             problems.append(str(exc))
         finally:
-            for pool in self._pools.values():
+            for pool in [*self._pools.values(), *([self._local_pool] if self._local_pool else [])]:
                 pool.close()
             if started_here:
                 ray.shutdown()
+        t_ledger = time.time()
         sweep(self.fs, self.root, self.chain)
         ledger: Ledger = build_ledger(self.out, self.chain, self.units, self._order())
         info.update({"finished": datetime.now(timezone.utc).isoformat(),
                      "failed_inputs": dict(sorted(self.unfinished.items())), "problems": problems,
-                     "profile": {**profile, "total_s": round(time.time() - t0, 3)},
+                     "profile": {**profile, "ledger_s": round(time.time() - t_ledger, 3),
+                                 "total_s": round(time.time() - t0, 3)},
                      "conservation": {"ok": ledger.conservation.ok, **ledger.conservation.totals}})
         self._write_run_json(info)
         return RunResult(conservation=ledger.conservation, stats=ledger.stats, failed_inputs=sorted(self.unfinished),
-                         problems=problems)
+                         problems=problems, profile=info["profile"])
 
     def _order(self) -> list[str]:
         return [s.name for s in self.pipeline.stages]
@@ -349,9 +362,21 @@ class Runner:
         self.commits.setdefault(step, {}).update(results)
         self._refresh()
 
+    def _use_local(self) -> bool:
+        """The worker-subprocess executor (:mod:`curate.worker`) when Ray would only add its start-up cost:
+        no cluster named or already joined in this process, and one input or one worker."""
+        if self.profile.executor != "auto":
+            return self.profile.executor == "local"
+        ray = sys.modules.get("ray")
+        if self.profile.ray_address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+            return False
+        return self.profile.workers == 1 or len(self.inputs) == 1
+
     def _pool(self, ray, resources: Resources) -> Pool:
+        if self._local_pool is not None:
+            return self._local_pool
         if resources.gpus and not ray.cluster_resources().get("GPU"):
-            _log(f"no GPU in the Ray cluster: stages asking for {resources.gpus} GPU run on CPUs")
+            log(f"no GPU in the Ray cluster: stages asking for {resources.gpus} GPU run on CPUs")
             resources = Resources(cpus=resources.cpus, gpus=0.0)
         if resources not in self._pools:
             cluster = ray.cluster_resources()
@@ -378,7 +403,7 @@ class Runner:
                                  tuple(c.paths("kept"))) for u, c in sorted(upstream.items()) if u not in mine]
             done = len(upstream) - len(todo)
         if done:
-            _log(f"resume: {done} of {done + len(todo)} inputs already finished step {step.index}, skipping them")
+            log(f"resume: {done} of {done + len(todo)} inputs already finished step {step.index}, skipping them")
         if not todo:
             return
         job = DocumentJob(reader, stages, batch_size=self.pipeline.batch_size, out=self.out,
@@ -391,7 +416,7 @@ class Runner:
         for unit, why in failed.items():
             uri = self.units[unit]
             self.unfinished[uri] = f"step {step.index}: {why}"
-            _log(f"input left unfinished (re-run to retry): {uri}: {why}")
+            log(f"input left unfinished (re-run to retry): {uri}: {why}")
 
     def _blocked(self, step: Step) -> bool:
         return len(self.chain[step.index - 1]) < len(self.units)
@@ -403,7 +428,7 @@ class Runner:
         digest = step_digest(upstream)
         todo = [u for u in sorted(upstream) if u not in mine]
         if not todo:
-            _log(f"resume: {stage.name} already applied to every input")
+            log(f"resume: {stage.name} already applied to every input")
             return
         rounds_dir = f"work/steps/{k:02d}/rounds"
         markers = self._round_markers(rounds_dir, digest)
@@ -420,7 +445,7 @@ class Runner:
                 marker = self._run_round(pool, stage, round_, f"{rounds_dir}/{name}", sources, digest)
                 write_text_atomic(self.fs, f"{self.root}/{rounds_dir}/{name}.json", json.dumps(marker))
             else:
-                _log(f"resume: {stage.name} round {name} already done, reusing it")
+                log(f"resume: {stage.name} round {name} already done, reusing it")
             for owner, paths in marker["removals"].items():
                 removals[owner] += paths
             reports += marker["files"].get("report", [])
@@ -438,7 +463,7 @@ class Runner:
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, "apply", failed))
         removed = sum(c.stats["stages"][stage.name]["removed"] for c in self.chain[k].values())
-        _log(f"{stage.name}: removed {removed} of {sum(c.stats['in'] for c in self.chain[k].values())} documents")
+        log(f"{stage.name}: removed {removed} of {sum(c.stats['in'] for c in self.chain[k].values())} documents")
 
     def _snapshot(self, unit: str, k: int) -> MapUnit:
         """What step ``k - 1`` committed for a unit: its kept part and every part removed up to there."""
@@ -457,7 +482,7 @@ class Runner:
             with self.fs.open(marker, "r") as f:
                 markers[marker.rsplit("/", 1)[-1].removesuffix(".json")] = json.load(f)
         if any(m.get("digest") != digest for m in markers.values()):
-            _log(f"{rounds_dir}: the step's input changed since it ran; redoing it")
+            log(f"{rounds_dir}: the step's input changed since it ran; redoing it")
             self.fs.rm(path, recursive=True)
             return {}
         return markers
@@ -502,7 +527,7 @@ class Runner:
             for owner, rel in r["removals"].items():
                 removals[owner].append(rel)
         rows_in = sum(m["rows"] for m in mapped.values())
-        _log(f"{label}: {len(units)} units -> {rows_in} rows in {partitions} partitions "
+        log(f"{label}: {len(units)} units -> {rows_in} rows in {partitions} partitions "
              f"({size / 1e6:.1f} MB read) -> {dict(outputs)} in {time.time() - t0:.1f}s")
         return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
                 "files": dict(out_files), "removals": dict(removals)}
@@ -521,9 +546,9 @@ class Runner:
         pq.write_table(report, f"{self.root}/stats/{stage_name}_report.parquet", filesystem=self.fs)
         for row in report.slice(0, 20).to_pylist():  # the audit's headline: what was removed whole, and why
             fields = ", ".join(f"{k}={v}" for k, v in row.items() if k != "example")
-            _log(f"{stage_name}: {fields}")
+            log(f"{stage_name}: {fields}")
         if report.num_rows > 20:
-            _log(f"{stage_name}: … {report.num_rows - 20} more in stats/{stage_name}_report.parquet")
+            log(f"{stage_name}: … {report.num_rows - 20} more in stats/{stage_name}_report.parquet")
 
 
 def _stage_failure(stage: str, what: str, failed: dict[str, str]) -> str:
@@ -555,11 +580,3 @@ def _init_ray(profile: RuntimeProfile) -> None:
     ray.init(**kwargs)
 
 
-def _progress(total: int, label: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="units", desc=label, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
-
-
-def _log(message: str) -> None:
-    print(f"[curate] {message}", file=sys.stderr, flush=True)

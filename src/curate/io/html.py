@@ -77,7 +77,7 @@ def read_exact(fd: int, size: int) -> bytes:
     while left:
         chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
-            raise EOFError("extraction child closed its pipe")
+            raise EOFError("child process closed its pipe")
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
