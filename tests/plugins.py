@@ -12,7 +12,7 @@ from pydantic import Field
 
 from curate.io.fs import file_id
 from curate.schema import set_column
-from curate.stage import DocumentStage, StageParams
+from curate.stage import DocumentStage, GlobalStage, Resources, ShuffleRound, StageParams
 
 
 class SlowParams(StageParams):
@@ -90,3 +90,30 @@ class FailsFirstAttempt(DocumentStage):
             if not (Path(self.params.fault_dir) / f"before_commit-0-{unit}").exists():
                 raise RuntimeError("transient failure on the first attempt")
         return batch
+
+
+class GpuScorer(DocumentStage):
+    """Asks for a quarter of a GPU: the runner gives it a step (and a pool) of its own, on CPUs if none."""
+
+    name = "gpu_scorer"
+    resources = Resources(cpus=1.0, gpus=0.25)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        return set_column(batch, "gpu_scorer_score", pc.cast(pc.utf8_length(batch["text"]), pa.float64()))
+
+
+class BrokenReduce(GlobalStage):
+    """A global stage whose reduce always raises: the run must stop with the stage and an example."""
+
+    name = "broken_reduce"
+    reads = ("id", "host")
+
+    def rounds(self):
+        yield ShuffleRound("hosts", map=self.map_unit, reduce=self.reduce_partition)
+
+    def map_unit(self, unit) -> pa.Table:
+        rows = unit.read(("id", "host"))
+        return pa.table({"key": rows["host"], "id": rows["id"]})
+
+    def reduce_partition(self, group: pa.Table) -> dict[str, pa.Table]:
+        raise ZeroDivisionError("the reduce cannot decide")

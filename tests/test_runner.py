@@ -274,3 +274,31 @@ def test_forcing_many_shuffle_partitions_gives_the_same_decisions(shared_data: P
     assert marker["partitions"] == 7
     assert kept(tmp_path / "many") == kept(tmp_path / "one")
     assert report(tmp_path / "many") == report(tmp_path / "one")
+
+
+def test_a_gpu_stage_gets_a_step_of_its_own_and_runs_on_cpus_without_a_gpu(shared_data: Path, ray_session,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = tmp_path / "gpu.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + "  - plugins:GpuScorer: {}\n  - gopher_quality: {}\n")
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", *warcs(shared_data)[:3], "-o", out) == 0
+    assert "no GPU in the Ray cluster" in capsys.readouterr().err
+    steps = json.loads((out / "run.json").read_text())["steps"]
+    assert [s["stages"] for s in steps] == [["warc_read", "extract", "language"], ["gpu_scorer"], ["gopher_quality"]]
+    table = pq.read_table(out / "kept")
+    assert table.num_rows and table["gpu_scorer_score"].null_count == 0 and "html" not in table.column_names
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_a_global_stage_that_keeps_failing_stops_the_run_with_its_name_and_an_example(
+        shared_data: Path, ray_session, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = tmp_path / "broken.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + "  - plugins:BrokenReduce: {}\n")
+    out = tmp_path / "out"
+    assert run_cli(pipeline, "-i", *warcs(shared_data)[:3], "-o", out) == 1
+    printed = capsys.readouterr()
+    assert "FAILED: broken_reduce: round hosts reduce failed for" in printed.out
+    assert "ZeroDivisionError: the reduce cannot decide" in printed.out
+    assert "Traceback" not in printed.out + printed.err
+    assert json.loads((out / "run.json").read_text())["finished"]
