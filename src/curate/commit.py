@@ -79,6 +79,20 @@ def part_path(dest: str, unit: str, step: int, attempt: str) -> str:
     return f"{dest}/part-{unit}-s{step:02d}-{attempt}.parquet"
 
 
+def shuffle_path(round_dir: str, partition: int, unit: str) -> str:
+    """A map unit's rows for one shuffle partition (deterministic: a retried map overwrites its own)."""
+    return f"{round_dir}/shuffle/{partition:05d}/map-{unit}.parquet"
+
+
+def round_output_path(round_dir: str, name: str, partition: int) -> str:
+    return f"{round_dir}/out/{name}/part-{partition:05d}.parquet"
+
+
+def removals_path(round_dir: str, unit: str, partition: int) -> str:
+    """Removals a reduce partition routed back to one unit."""
+    return f"{round_dir}/removals/{unit}/part-{partition:05d}.parquet"
+
+
 def commit_path(step: int, unit: str) -> str:
     return f"{COMMITS_DIR}/step{step:02d}/{unit}.json"
 
@@ -90,9 +104,10 @@ def write_commit(fs: fsspec.AbstractFileSystem, root: str, commit: Commit) -> No
 def load_commits(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, dict[str, Commit]]:
     """Every manifest on disk (current or superseded), by step and unit."""
     commits: dict[int, dict[str, Commit]] = {}
-    for path in sorted(fs.glob(f"{root}/{COMMITS_DIR}/step*/*.json")):
-        with fs.open(path, "r") as f:
-            commit = Commit.from_json(f.read())
+    paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/step*/*.json"))
+    contents = fs.cat(paths) if paths else {}  # one concurrent fetch on object stores, not a GET at a time
+    for path in paths:
+        commit = Commit.from_json(contents[path].decode())
         commits.setdefault(commit.step, {})[commit.unit] = commit
     return commits
 

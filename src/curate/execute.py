@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.commit import Commit, Part, new_attempt, part_path, write_commit
+from curate.commit import Commit, Part, new_attempt, part_path, removals_path, round_output_path, shuffle_path, \
+    write_commit
 from curate.io.fs import Location, atomic_path, open_input
 from curate.schema import DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed, \
     mark_removed
@@ -348,8 +349,8 @@ class ReduceUnit:
 class MapJob:
     """Map one unit through a round and hash-partition the rows by ``key`` into shuffle files.
 
-    File names are deterministic (``<round dir>/shuffle/<partition>/map-<unit>.parquet``), so a retried map
-    overwrites its own earlier files instead of adding to them.
+    File names are deterministic (:func:`curate.commit.shuffle_path`), so a retried map overwrites its own
+    earlier files instead of adding to them.
     """
 
     def __init__(self, round_: ShuffleRound, out: Location, round_dir: str, partitions: int) -> None:
@@ -369,7 +370,7 @@ class MapJob:
         if rows.num_rows:
             buckets = hash_partition(rows["key"], self.partitions)
             for p in pc.unique(buckets).to_pylist():
-                rel = f"{self.round_dir}/shuffle/{p:05d}/map-{unit.unit}.parquet"
+                rel = shuffle_path(self.round_dir, p, unit.unit)
                 _write_table(fs, f"{root}/{rel}", rows.filter(pc.equal(buckets, p)))
                 written[p] = rel
         return {"rows": rows.num_rows, "files": written}
@@ -397,7 +398,7 @@ class ReduceJob:
             if name == "removals":
                 removals_by_unit = self._route_removals(fs, root, unit, table, group)
             elif table.num_rows or name == "report":
-                rel = f"{self.round_dir}/out/{name}/part-{unit.partition:05d}.parquet"
+                rel = round_output_path(self.round_dir, name, unit.partition)
                 _write_table(fs, f"{root}/{rel}", table)
                 files[name] = [rel]
         return {"outputs": rows, "files": files, "removals": removals_by_unit}
@@ -415,7 +416,7 @@ class ReduceJob:
             removals = removals.append_column(UNIT_COLUMN, pc.take(group[UNIT_COLUMN], index))
         routed = {}
         for owner in pc.unique(removals[UNIT_COLUMN]).to_pylist():
-            rel = f"{self.round_dir}/removals/{owner}/part-{unit.partition:05d}.parquet"
+            rel = removals_path(self.round_dir, owner, unit.partition)
             mine = removals.filter(pc.equal(removals[UNIT_COLUMN], owner)).drop_columns([UNIT_COLUMN])
             _write_table(fs, f"{root}/{rel}", mine)
             routed[owner] = rel

@@ -296,6 +296,10 @@ class Runner:
         t0 = time.time()
         self.commits = load_commits(self.fs, self.root)
         self._refresh()
+        dropped = sorted({c.input for c in self.commits.get(0, {}).values()} - set(self.inputs))
+        if dropped:
+            log(f"{len(dropped)} inputs of an earlier attempt are not inputs of this run; their outputs leave the "
+                f"corpus (e.g. {dropped[0]})")
         swept = sweep(self.fs, self.root, self.chain)
         if swept:
             log(f"removed {swept} parts and manifests of interrupted or superseded attempts")
