@@ -6,6 +6,14 @@ in a seeded shuffled order, split over ``--files`` WARC files written with warci
 record, like Common Crawl). Each response is preceded by its ``request`` record, and each file opens
 with a ``warcinfo`` record.
 
+Copies are made distinct: in every copy after the first, ``--respell`` (40 %) of the distinct visible
+words of five or more letters are respelled (two adjacent inner letters swapped, one spelling per word
+and page, a fresh draw per copy). A verbatim copy would cost the heuristic filters almost nothing (they
+memoise per whitespace chunk), so a corpus of copies would measure a memo hit rate no crawl has. With
+the default, in a 2,000-response corpus 10.9 % of the chunks of responses 529-2,000 (all copies) were
+new to everything before them, against 11.7 % for the same positions in the distinct shared documents
+of ``bench/texts.py`` (shuffled) and 0 % for verbatim copies.
+
 The headers imitate a real crawl rather than a clean one:
 
 * no ``WARC-Identified-Payload-Type`` (readers must look at the HTTP ``Content-Type`` or sniff);
@@ -19,6 +27,7 @@ Output (gitignored): ``bench/_work/corpus/`` with ``corpus-NNNNN.warc.gz`` and `
 
     python bench/build_corpus.py                 # 20,000 responses in 10 files
     python bench/build_corpus.py --records 2000 --files 2 --out bench/_work/small
+    python bench/build_corpus.py --smoke         # 24 responses of 12 news pages, into bench/_work/smoke-corpus
 """
 
 from __future__ import annotations
@@ -35,9 +44,16 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from texts import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_HTML = REPO.parent / "shared" / "data" / "html"
+DEFAULT_HTML = SHARED_DATA / "html"
 DEFAULT_OUT = REPO / "bench" / "_work" / "corpus"
+SMOKE_OUT = REPO / "bench" / "_work" / "smoke-corpus"
+#: Markup whose text a reader never sees: tags, comments, scripts and styles are copied unchanged.
+_MARKUP = re.compile(r"<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--.*?-->|<[^>]*>", re.S | re.I)
+#: Words that may be respelled: 5+ letters (so never a Gopher stop word) and not an entity name (``&nbsp;``).
+_WORD = re.compile(r"(?<![&#\w])[^\W\d_]{5,}")
 
 
 def page_urls(html_root: Path) -> dict[Path, str]:
@@ -59,10 +75,12 @@ def _slug(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-").lower() or "page"
 
 
-def load_pages(html_root: Path) -> list[dict]:
+def load_pages(html_root: Path, limit: int | None = None) -> list[dict]:
+    """Pages with URL, body bytes and true charset: all, or ``limit`` spread evenly over the path order."""
     known = page_urls(html_root)
     pages = []
-    for path in sorted(html_root.rglob("*.html.gz")):
+    paths = sorted(html_root.rglob("*.html.gz"))
+    for path in paths[:: max(1, len(paths) // limit)][:limit] if limit else paths:
         body = gzip.decompress(path.read_bytes())
         try:
             body.decode("utf-8")
@@ -86,6 +104,32 @@ def _distinct(url: str, copy: int) -> str:
     return f"{base}{'&' if '?' in base else '?'}curate_copy={copy}" + (f"#{fragment}" if fragment else "")
 
 
+def respell(body: bytes, charset: str, rng: random.Random, share: float) -> tuple[bytes, int]:
+    """``body`` with ``share`` of its distinct visible words respelled (two adjacent inner letters swapped).
+
+    Each word keeps one spelling throughout the page, so its own repetition (boilerplate lines, n-grams)
+    is unchanged; only text between tags changes, and only letters move, so markup, length, charset and
+    word lengths are the same. Returns the body and how many distinct words were respelled.
+    """
+    spelling: dict[str, str] = {}
+
+    def new_spelling(word: str) -> str:
+        i = rng.randrange(1, len(word) - 2)  # never the first or last letter
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:] if rng.random() < share else word
+
+    def swap(match: re.Match) -> str:
+        word = match.group()
+        if word not in spelling:
+            spelling[word] = new_spelling(word)
+        return spelling[word]
+
+    html = body.decode(charset, "surrogateescape")  # bytes invalid in the charset survive the round trip
+    pieces = _MARKUP.split(html)
+    tags = _MARKUP.findall(html)
+    out = [_WORD.sub(swap, text) + tag for text, tag in zip(pieces, [*tags, ""], strict=True)]
+    return "".join(out).encode(charset, "surrogateescape"), sum(w != s for w, s in spelling.items())
+
+
 def _content_type(rng: random.Random, charset: str, args) -> tuple[str | None, str]:
     """(Content-Type header or None, label for the manifest)."""
     draw = rng.random()
@@ -106,16 +150,16 @@ def build(args) -> dict:
     from warcio.warcwriter import WARCWriter
 
     rng = random.Random(args.seed)
-    pages = load_pages(Path(args.html))
+    pages = load_pages(Path(args.html), args.pages)
     if not pages:
         raise SystemExit(f"no *.html.gz pages under {args.html}")
     order: list[tuple[int, int]] = []  # (page index, copy number)
-    copy = 0
+    copies = 0
     while len(order) < args.records:
         batch = list(range(len(pages)))
         rng.shuffle(batch)
-        order.extend((i, copy) for i in batch)
-        copy += 1
+        order.extend((i, copies) for i in batch)
+        copies += 1
     order = order[: args.records]
 
     out = Path(args.out)
@@ -125,6 +169,7 @@ def build(args) -> dict:
     start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
     labels: Counter = Counter()
     files = []
+    html_bytes = respelled = 0
     per_file = -(-args.records // args.files)
     for f in range(args.files):
         chunk = order[f * per_file:(f + 1) * per_file]
@@ -145,6 +190,12 @@ def build(args) -> dict:
             for n, (index, copy) in enumerate(chunk):
                 page = pages[index]
                 url = _distinct(page["url"], copy)
+                body = page["body"]
+                if copy and args.respell:
+                    body, changed = respell(body, page["charset"], random.Random(f"{args.seed}:{index}:{copy}"),
+                                            args.respell)
+                    respelled += changed
+                html_bytes += len(body)
                 date = (start + dt.timedelta(seconds=f * per_file + n)).strftime("%Y-%m-%dT%H:%M:%SZ")
                 host = re.sub(r"^[a-z]+://([^/?#]+).*$", r"\1", url)
                 req_id = rid()
@@ -159,16 +210,16 @@ def build(args) -> dict:
                 headers = [("Date", date), ("Server", "nginx")]
                 if content_type is not None:
                     headers.append(("Content-Type", content_type))
-                headers.append(("Content-Length", str(len(page["body"]))))
+                headers.append(("Content-Length", str(len(body))))
                 response = writer.create_warc_record(
-                    url, "response", payload=io.BytesIO(page["body"]),
+                    url, "response", payload=io.BytesIO(body),
                     http_headers=StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1"),
                     warc_headers_dict={"WARC-Record-ID": rid(), "WARC-Date": date, "WARC-Concurrent-To": req_id})
                 writer.write_record(response)
         files.append({"file": path.name, "responses": len(chunk), "bytes": path.stat().st_size})
     manifest = {
-        "seed": args.seed, "records": len(order), "pages": len(pages), "copies": copy,
-        "html_bytes": sum(len(pages[i]["body"]) for i, _ in order),
+        "seed": args.seed, "records": len(order), "pages": len(pages), "copies": copies,
+        "respell": args.respell, "respelled_words": respelled, "html_bytes": html_bytes,
         "page_charsets": dict(Counter(p["charset"] for p in pages)),
         "content_type": dict(sorted(labels.items())), "files": files,
     }
@@ -178,21 +229,33 @@ def build(args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--html", default=str(DEFAULT_HTML), help="folder of *.html.gz pages (searched recursively)")
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--html", default=None,
+                    help=f"folder of *.html.gz pages, searched recursively (default {DEFAULT_HTML}; with --smoke "
+                    "its scrapinghub-aeb/ English news pages, so that some pass every filter)")
+    ap.add_argument("--out", default=None,
+                    help=f"default {DEFAULT_OUT.relative_to(REPO)} ({SMOKE_OUT.relative_to(REPO)} with --smoke)")
     ap.add_argument("--records", type=int, default=20_000, help="number of HTTP 200 response records")
     ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--pages", type=int, default=None, help="use N pages spread over all of them (default all)")
+    ap.add_argument("--respell", type=float, default=0.40,
+                    help="share of distinct visible 5+-letter words respelled in each copy after the first")
+    ap.add_argument("--smoke", action="store_true", help="24 responses of 12 pages (2 copies each) in 2 files")
     ap.add_argument("--seed", type=int, default=20261101)
     ap.add_argument("--wrong-charset", type=float, default=0.10, help="share declaring a wrong charset")
     ap.add_argument("--no-content-type", type=float, default=0.02, help="share without a Content-Type")
     ap.add_argument("--no-charset", type=float, default=0.25, help="share saying text/html without charset")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.records, args.files, args.pages = 24, 2, 12
+    args.html = args.html or str(DEFAULT_HTML / "scrapinghub-aeb" if args.smoke else DEFAULT_HTML)
+    args.out = args.out or str(SMOKE_OUT if args.smoke else DEFAULT_OUT)
     t0 = time.perf_counter()
     manifest = build(args)
     size = sum(f["bytes"] for f in manifest["files"])
     print(f"{manifest['records']} responses ({manifest['pages']} pages x <= {manifest['copies']} copies, "
-          f"{manifest['html_bytes'] / 1e6:.0f} MB HTML) in {len(manifest['files'])} files, {size / 1e6:.0f} MB "
-          f"gzipped, Content-Type {manifest['content_type']}, {time.perf_counter() - t0:.0f} s -> {args.out}")
+          f"{manifest['respelled_words']} words respelled in copies, {manifest['html_bytes'] / 1e6:.0f} MB HTML) "
+          f"in {len(manifest['files'])} files, {size / 1e6:.0f} MB gzipped, Content-Type {manifest['content_type']}, "
+          f"{time.perf_counter() - t0:.0f} s -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ an article). Three measures, each the best of ``--repeats`` runs on one core's w
    1-13 tokens) on the same token ids: the yardstick for 2. Both must agree on every document.
 
     python bench/repetition.py [--repeats 3] [--threads 1]
+    python bench/repetition.py --smoke     # 4 articles, 20 DCLM documents, pathological ones to 2,000 chars
 """
 
 from __future__ import annotations
@@ -17,30 +18,30 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pyarrow as pa
 
 from curate.schema import conform
 from curate.stages.repetition import Repetition, RepetitionParams, TokenRuns, token_runs
 from curate.tokenizer import Tokenizer
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+from texts import shared_data
 
 
-def load_documents() -> dict[str, list[str]]:
-    text = SHARED_DATA / "text"
+def load_documents(smoke: bool = False) -> dict[str, list[str]]:
+    """Real documents and the synthetic pathological ones; ``smoke`` keeps a few of each, every kind."""
+    text = shared_data() / "text"
     with gzip.open(text / "enwiki-shortened-plaintext.shared.jsonl.gz", "rt") as f:
         wiki = [json.loads(line)["text"] for line in f]
     with open(text / "dclm-human-quality-labels.shared.jsonl") as f:
         dclm = [json.loads(line)["text"] for line in f]
     loop13 = " one two three four five six seven eight nine ten eleven twelve thirteen" * 40
-    synthetic = [f"{'m' * n}" for n in (20, 64, 200, 2_000, 20_000, 200_000)]
+    sizes = (20, 64, 200, 2_000) if smoke else (20, 64, 200, 2_000, 20_000, 200_000)
+    synthetic = [f"{'m' * n}" for n in sizes]
     synthetic += ["lol " * 500, "beep beep " * 50, wiki[1][:5000] + " the" * 100 + wiki[1][5000:], wiki[2] + loop13]
+    if smoke:
+        wiki, dclm = wiki[:4], dclm[:20]
     return {"wikipedia": wiki, "dclm": dclm, "pathological": synthetic}
 
 
@@ -72,9 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="tokenizer threads (1 = one core)")
+    parser.add_argument("--smoke", action="store_true", help="a few documents of each kind, one repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
 
-    corpora = load_documents()
+    corpora = load_documents(args.smoke)
     texts = [t for docs in corpora.values() for t in docs]
     batch = conform(pa.table({"id": [str(i) for i in range(len(texts))], "text": texts}))
     stage = Repetition(RepetitionParams(tokenizer_threads=args.threads))

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from curate.registry import get_stage
 from curate.schema import conform
+from curate.stages import heuristics
 from curate.stages.heuristics import (
     PUNCTUATION_SET,
     SENTENCE_END,
@@ -467,3 +468,33 @@ def test_rows_removed_earlier_pass_through_untouched() -> None:
     by_id = {row["id"]: row for row in out}
     assert by_id["0"]["removed_by"] == "x" and by_id["0"].get("gopher_quality_word_count") is None
     assert by_id["1"]["reason"] == "gopher_short_doc"
+
+
+# --- bounded memos -----------------------------------------------------------------------------------------
+
+
+def test_memos_stay_bounded_and_decide_the_same(corpus, monkeypatch) -> None:
+    """At a bound of 64 chunks every memo starts over many times a batch; no output may change, and between
+    batches no table of a stage (nor the word splitter's memo) holds more than the bound."""
+    keys = list(corpus)[:200]
+    batches = [documents([corpus[k] for k in keys[i : i + 50]], keys[i : i + 50]) for i in range(0, len(keys), 50)]
+
+    def run_batches(check_bound: int | None) -> dict[str, list[dict]]:
+        out = {}
+        for name, (cls, params, _, _) in ORACLE_CONFIGS.items():
+            stage, rows = cls(cls.Params(**params)), []
+            for batch in batches:
+                rows += stage(batch).to_pylist()
+                if check_bound is not None:
+                    tables = {k: len(v) for k, v in vars(stage).items() if isinstance(v, (dict, list))}
+                    assert max(tables.values()) <= check_bound, (name, tables)
+                    assert len(stage._words._memo) <= check_bound
+            out[name] = rows
+        return out
+
+    reference = run_batches(None)
+    monkeypatch.setattr(heuristics, "MEMO_ENTRIES", 64)
+    words = EnglishWords()
+    monkeypatch.setattr(heuristics, "english_words", lambda: words)
+    assert run_batches(64) == reference
+    assert len({chunk for k in keys for chunk in corpus[k].split()}) > 100 * 64  # the bound did bite

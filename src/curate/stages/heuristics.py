@@ -204,21 +204,33 @@ def _letter_classes() -> tuple[str, str, str, str]:
     return _class(alpha), _class(lower | caseless), _class(upper | caseless), _class(symbol)
 
 
-class _Memo(dict):
-    """``memo[chunk]`` is ``compute(chunk)``, computed on first sight.
+#: Most chunks any one memo keeps. A worker holds six chunk tables (the shared word splitter's, one per
+#: stage, two in ``gopher_repetition``) at 65-220 bytes an entry, each holding its own key strings: about
+#: 100 MB in all at this bound, where 2M entries each came to about 1.5 GB. On one pass over the 2,951
+#: distinct shared documents (2.2 M chunks, 223 k distinct; ``bench/texts.py``) the four stages took 6 %
+#: more CPU at this bound than with no clearing, 10 % at half of it and 30 % at a quarter (best of 5). A
+#: full memo is cleared, not trimmed least recently used: ``functools.lru_cache`` missed a fifth less in
+#: word splitting (at 4-64 Ki entries) but makes every hit slower (316 against 239 ns a chunk); over the
+#: four stages it was faster at this bound and slower at half of it, within the noise.
+MEMO_ENTRIES = 1 << 17
 
-    Web text is Zipfian: after a few thousand documents almost every whitespace-delimited chunk has been
-    seen, so per-chunk work (word splitting, character classes) runs once and ``map(memo.__getitem__, …)``
-    turns a document into C-speed lookups.
+
+class _Memo(dict):
+    """``memo[chunk]`` is ``compute(chunk)``, computed on first sight, for at most ``limit`` chunks.
+
+    Web text is Zipfian: a few thousand documents in, most whitespace-delimited chunks have been seen, so
+    per-chunk work (word splitting, character classes) runs once and ``map(memo.__getitem__, …)`` turns a
+    document into C-speed lookups. A full memo starts over (:data:`MEMO_ENTRIES`): the frequent chunks
+    come back within a few documents, and a hit stays a plain dict lookup.
     """
 
-    def __init__(self, compute: Callable[[str], object], limit: int | None = 1 << 21) -> None:
+    def __init__(self, compute: Callable[[str], object], limit: int | None) -> None:
         super().__init__()
         self._compute = compute
         self._limit = limit
 
     def __missing__(self, chunk: str) -> object:
-        if self._limit is not None and len(self) >= self._limit:  # bounded memory: start over
+        if self._limit is not None and len(self) >= self._limit:
             self.clear()
         value = self[chunk] = self._compute(chunk)
         return value
@@ -275,7 +287,7 @@ class EnglishWords:
         self._pattern_sizes: dict[str, list[int]] = {}
         for pieces in self._patterns:
             self._pattern_sizes.setdefault(pieces[0], []).append(len(pieces))
-        self._memo = _Memo(self._tokenize)
+        self._memo = _Memo(self._tokenize, MEMO_ENTRIES)
 
     def words(self, text: str) -> list[str]:
         """Tokens of ``text`` without whitespace tokens: datatrove's ``split_into_words(text, "en")``."""
@@ -403,7 +415,11 @@ def english_words() -> EnglishWords:
 
 
 class _ChunkTable(_Memo):
-    """Chunk → index of a row of integer features, so a batch reduces with numpy instead of per-chunk Python."""
+    """Chunk → index of a row of integer features, so a batch reduces with numpy instead of per-chunk Python.
+
+    Indices must stay valid for a whole batch, so the table never clears itself: its owner calls
+    :meth:`bound` once a batch's indices are spent.
+    """
 
     def __init__(self, features: Callable[[str], Sequence[int]], width: int) -> None:
         super().__init__(self._add, limit=None)
@@ -422,8 +438,8 @@ class _ChunkTable(_Memo):
             self._array = np.concatenate([self._array, new])
         return self._array
 
-    def bound(self, limit: int = 1 << 21) -> None:
-        """Forget everything past ``limit`` chunks (call between batches: indices are only valid within one)."""
+    def bound(self, limit: int) -> None:
+        """Forget everything once past ``limit`` chunks (between batches: indices are only valid within one)."""
         if len(self) > limit:
             self.clear()
             self._rows.clear()
@@ -562,12 +578,12 @@ class GopherQuality(_HeuristicFilter):
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
         texts = _texts(batch)
-        self._chunks.bound()
         lookup = self._chunks.__getitem__
         per_doc = [list(map(lookup, text.split())) for text in texts]
         counts = np.fromiter(map(len, per_doc), np.int64, len(texts))
         index = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         features = self._chunks.array()[index]
+        self._chunks.bound(MEMO_ENTRIES)
         tokens, words, word_chars, alpha = _segment_reduce(np.add, features[:, :4], counts).T
         stop_words = np.bitwise_count(_segment_reduce(np.bitwise_or, features[:, 4], counts))
 
@@ -748,7 +764,7 @@ class GopherRepetition(_HeuristicFilter):
         self._words = english_words()
         self._token_ids: dict[str, int] = {}
         self._token_lengths: list[int] = []
-        self._chunks = _Memo(self._chunk_tokens)
+        self._chunks = _Memo(self._chunk_tokens, MEMO_ENTRIES)
 
     def _chunk_tokens(self, chunk: str) -> tuple[int, ...]:
         ids = self._token_ids
@@ -763,10 +779,6 @@ class GopherRepetition(_HeuristicFilter):
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
         texts = _texts(batch)
-        if len(self._token_lengths) > 1 << 21:  # token ids only need to be stable within a batch
-            self._chunks.clear()
-            self._token_ids.clear()
-            self._token_lengths.clear()
         n = len(texts)
         dup_para, dup_para_chars, paras = np.zeros(n), np.zeros(n), np.zeros(n)
         dup_line, dup_line_chars, lines = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -782,6 +794,10 @@ class GopherRepetition(_HeuristicFilter):
         counts = np.fromiter(map(len, per_doc), np.int64, n)
         tokens = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         lengths = np.asarray(self._token_lengths, np.int64)[tokens]
+        if len(self._token_lengths) > MEMO_ENTRIES:  # token ids only need to be stable within a batch
+            self._chunks.clear()
+            self._token_ids.clear()
+            self._token_lengths.clear()
         top, dup = ngram_repetition(
             tokens, lengths, counts, [k for k, _ in p.top_n_grams], [k for k, _ in p.dup_n_grams]
         )
@@ -851,7 +867,7 @@ class C4Quality(_HeuristicFilter):
 
     def setup(self) -> None:
         self._words = english_words()
-        self._classes = _Memo(self._token_classes)
+        self._classes = _Memo(self._token_classes, MEMO_ENTRIES)
 
     def _token_classes(self, chunk: str) -> str:
         """One letter per token: E ends a sentence, P other punctuation, W anything else (spaCy sentencizer)."""
@@ -967,7 +983,7 @@ class FineWebQuality(_HeuristicFilter):
 
     def setup(self) -> None:
         self._words = english_words()
-        self._token_counts = _Memo(self._count_tokens)
+        self._token_counts = _Memo(self._count_tokens, MEMO_ENTRIES)
         self._stop_chars = tuple(self.params.stop_chars or sorted(TERMINAL_PUNCTUATION))
 
     def _count_tokens(self, chunk: str) -> int:

@@ -1,0 +1,51 @@
+"""Every bench runs from the README's install: ``bench/<x>.py --smoke`` exits 0 and prints its ratio lines.
+
+The smoke sizes take seconds yet go through every code path, datatrove's pipeline included where a bench
+compares with it, so a missing dependency (orjson for datatrove's JsonlWriter) or an API change in curate
+fails here rather than in the next full measurement. The benches read the shared data and so do these
+tests: without it they fail, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+#: Per bench, patterns its smoke output must contain: the lines a reader of a full run looks at.
+EXPECTED = {
+    "build_corpus": [r"24 responses \(12 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
+    "extract": [
+        r"ratios \(docs/s per core\):",
+        r"ours: extract\+language +/ floor +\d+\.\d\d .* / datatrove +\d+\.\d",
+        r"ours: \+ \d+ filters +/ floor +\d+\.\d\d .* / datatrove +\d+\.\d",
+        r"ours \+\d+ filters, same +/ datatrove +\d+\.\d +\(per accepted document: \d+\.\d\)",
+        r'Jsonl": \{"total": [1-9]',  # datatrove's writer wrote documents: its whole pipeline ran
+    ],
+    "filters": [
+        r"40 distinct documents, each scored once",
+        r"ratio ours/datatrove: \d+\.\dx",
+        r"removed, ours / datatrove: gopher_repetition \d+/\d+",
+    ],
+    "repetition": [r"numpy / pure Python token-run speed-up: \d+x"],
+}
+
+
+@pytest.mark.parametrize("bench", list(EXPECTED))
+def test_bench_smoke(bench: str) -> None:
+    assert SHARED_DATA.is_dir(), f"the benches need the shared data at {SHARED_DATA} (set CURATE_SHARED_DATA)"
+    result = subprocess.run(
+        [sys.executable, f"bench/{bench}.py", "--smoke"], cwd=REPO, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    missing = [pattern for pattern in EXPECTED[bench] if not re.search(pattern, output)]
+    assert not missing, f"{missing} not in:\n{output}"
