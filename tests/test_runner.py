@@ -58,7 +58,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def kill_tree(proc: subprocess.Popen) -> None:
     """kill -9 the driver and every process it started (its embedded Ray and workers)."""
-    tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    tree = [proc.pid]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree += [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     for pid in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -70,12 +72,17 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(alive, timeout=10)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+def kill_9_at(cmd: list[str], fault: str, faults: Path, timeout: float = 180) -> None:
+    """Run the CLI until a unit pauses at the fault point, then kill -9 the whole run."""
+    proc = subprocess.Popen(cmd, env=cli_env(CURATE_FAULT=fault), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if path.exists() and list(path.iterdir()):
+        if faults.exists() and list(faults.iterdir()):
+            kill_tree(proc)
             return
         time.sleep(0.05)
+    kill_tree(proc)
     raise AssertionError(f"the fault point was not reached (exit code {proc.poll()})")
 
 
@@ -181,10 +188,7 @@ def test_kill_9_between_part_renames_and_commit_then_resume(shared_data: Path, t
     inputs = warcs(shared_data)
     out = tmp_path / "out"
     cmd = cli_command(QUICKSTART, inputs, out)
-    proc = subprocess.Popen(cmd, env=cli_env(CURATE_FAULT=f"before_commit:0:pause:{faults}"), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(faults, proc)
-    kill_tree(proc)
+    kill_9_at(cmd, f"before_commit:0:pause:{faults}", faults)
     assert list((out / "kept").glob("*.parquet")) or list((out / "removed").rglob("*.parquet"))  # renamed, uncommitted
     resumed = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -244,10 +248,7 @@ def test_a_global_stage_killed_in_its_apply_round_resumes_without_redoing_its_sh
     inputs = [reddit(tmp_path), *warcs(shared_data)[:2]]
     out = tmp_path / "out"
     cmd = cli_command(pipeline, inputs, out)
-    proc = subprocess.Popen(cmd, env=cli_env(CURATE_FAULT=f"before_commit:1:pause:{faults}"), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(faults, proc)
-    kill_tree(proc)
+    kill_9_at(cmd, f"before_commit:1:pause:{faults}", faults)
     rounds = out / "work" / "steps" / "01" / "rounds"
     marker = rounds / "00-sources.json"
     assert marker.exists(), "the shuffle round had finished before the apply"
