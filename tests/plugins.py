@@ -117,3 +117,41 @@ class BrokenReduce(GlobalStage):
 
     def reduce_partition(self, group: pa.Table) -> dict[str, pa.Table]:
         raise ZeroDivisionError("the reduce cannot decide")
+
+
+class HostCapParams(StageParams):
+    max_docs: int = Field(10, ge=1)
+
+
+class HostCap(GlobalStage):
+    """Removes every document of hosts with ``max_docs`` or more, in two rounds: the second reads the first's
+    output (not the documents) and names the units of its removals itself."""
+
+    name = "host_cap"
+    Params = HostCapParams
+    reads = ("id", "host")
+
+    def rounds(self):
+        counted = yield ShuffleRound("count", map=self.map_documents, reduce=self.count_hosts)
+        assert counted.outputs["members"] > 0
+        yield ShuffleRound("cap", map=self.map_members, reduce=self.cap_hosts, source="count/members")
+
+    def map_documents(self, unit) -> pa.Table:
+        rows = unit.read(("id", "host"))
+        return pa.table({"key": pc.fill_null(rows["host"], ""), "id": rows["id"]})
+
+    def count_hosts(self, group: pa.Table) -> dict[str, pa.Table]:
+        counts = group.group_by("key").aggregate([("id", "count")])
+        docs = pc.take(counts["id_count"], pc.index_in(group["key"], counts["key"]))
+        return {"members": group.append_column("docs", docs)}
+
+    def map_members(self, unit) -> pa.Table:
+        rows = unit.read(("key", "id", "_unit", "docs"))
+        return rows.set_column(0, "key", rows["id"])  # any key: the decision is per row now
+
+    def cap_hosts(self, group: pa.Table) -> dict[str, pa.Table]:
+        hit = group.filter(pc.greater_equal(group["docs"], self.params.max_docs))
+        return {"removals": pa.table({"id": hit["id"], "reason": pa.repeat("host_cap", hit.num_rows),
+                                      "score": pc.cast(hit["docs"], pa.float64()),
+                                      "threshold": pa.repeat(float(self.params.max_docs), hit.num_rows),
+                                      "_unit": hit["_unit"], "host_cap_docs": hit["docs"]})}

@@ -303,3 +303,34 @@ def test_a_global_stage_that_keeps_failing_stops_the_run_with_its_name_and_an_ex
     assert "ZeroDivisionError: the reduce cannot decide" in printed.out
     assert "Traceback" not in printed.out + printed.err
     assert json.loads((out / "run.json").read_text())["finished"]
+
+
+def test_a_two_round_global_stage_killed_in_its_second_round_resumes_there(shared_data: Path, ray_session,
+                                                                          tmp_path: Path) -> None:
+    """Round 2 maps round 1's output; killed while mapping it, the resumed run reuses round 1 untouched."""
+    faults = tmp_path / "faults"
+    pipeline = tmp_path / "cap.yaml"
+    pipeline.write_text(QUICKSTART.read_text() + "  - plugins:HostCap: {max_docs: 5}\n")
+    inputs = warcs(shared_data)
+    out = tmp_path / "out"
+    cmd = cli_command(pipeline, inputs, out)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("shuffle_partitions: 3\n")
+    cmd += ["--config", str(profile)]
+    kill_9_at(cmd, f"map-cap:1:pause:{faults}", faults)
+    rounds = out / "work" / "steps" / "01" / "rounds"
+    assert (rounds / "00-count.json").exists() and not (rounds / "01-cap.json").exists()
+    first = {p: p.stat().st_mtime_ns for p in (rounds / "00-count").rglob("*")} | {
+        rounds / "00-count.json": (rounds / "00-count.json").stat().st_mtime_ns}
+    resumed = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "round 00-count already done" in resumed.stderr and (rounds / "01-cap.json").exists()
+    assert first == {p: p.stat().st_mtime_ns for p in first}
+    clean = tmp_path / "clean"
+    assert main(["run", str(pipeline), "-i", *map(str, inputs), "-o", str(clean), "--no-progress"]) == 0
+    assert kept(out) == kept(clean)
+    removed = pq.read_table(out / "removed" / "host_cap")
+    everything = pq.read_table(out / "work" / "steps" / "00" / "kept", columns=["host"])["host"].to_pylist()
+    big = {h for h in everything if everything.count(h) >= 5}
+    assert big and set(removed["host"].to_pylist()) == big and removed.num_rows == sum(h in big for h in everything)
+    assert set(removed["host_cap_docs"].to_pylist()) == {everything.count(h) for h in big}

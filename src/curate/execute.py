@@ -126,6 +126,9 @@ class UnitOutput:
 def fault_point(name: str, step: int, unit: str) -> None:
     """Fault injection for the end-to-end tests: ``CURATE_FAULT=<name>:<step>:<action>:<dir>``.
 
+    Points: ``before_commit`` (a unit's parts are renamed, its manifest not yet written) and
+    ``map-<round>`` (a global stage's round starts mapping a unit).
+
     ``action`` is ``die`` (the process exits at once, as an OOM kill would) or ``pause`` (it blocks, so a
     test can kill -9 the whole run at exactly this point); each fires once per unit, remembered in ``dir``.
     """
@@ -353,14 +356,15 @@ class MapJob:
     earlier files instead of adding to them.
     """
 
-    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str, partitions: int) -> None:
-        self.round, self.out, self.round_dir, self.partitions = round_, out, round_dir, partitions
+    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str, partitions: int, step: int) -> None:
+        self.round, self.out, self.round_dir, self.partitions, self.step = round_, out, round_dir, partitions, step
 
     def close(self) -> None:
         pass
 
     def run(self, unit: MapUnit) -> dict[str, Any]:
         fs, root = self.out.resolve()
+        fault_point(f"map-{self.round.name}", self.step, unit.unit)
         rows = self.round.map(PartsData(fs, root, unit.unit, unit.paths))
         if "key" not in rows.column_names:
             raise ValueError(f"round {self.round.name!r}: map output has no 'key' column")

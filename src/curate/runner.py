@@ -115,17 +115,24 @@ def _versions() -> dict[str, str]:
 
 
 class _Actor:
-    """A pool member: holds one job (set-up stages stay loaded across units) and runs units of it."""
+    """A pool member: holds one job (set-up stages stay loaded across units) and runs units of it.
+
+    Units name the job they belong to (``token``): a job that failed to load here (a plug-in module this
+    worker cannot import) fails its units instead of running them on the previous job.
+    """
 
     def __init__(self) -> None:
         self.job: Any = None
+        self.token: int | None = None
 
-    def load(self, job: Any) -> None:
-        previous, self.job = self.job, job
+    def load(self, job: Any, token: int) -> None:
+        previous, self.job, self.token = self.job, job, token
         if previous is not None:
             previous.close()
 
-    def run(self, unit: Any) -> Any:
+    def run(self, unit: Any, token: int) -> Any:
+        if token != self.token:
+            raise RuntimeError("this worker could not load the step's job (a module it cannot import?)")
         return self.job.run(unit)
 
     def close(self) -> None:
@@ -149,21 +156,25 @@ class Pool:
                                  max_task_retries=0)(_Actor)
         self.actors: list[Any] = []
         self.job: Any = None
+        self.token = 0
 
     def _spawn(self) -> Any:
         actor = self.remote.remote()
-        actor.load.remote(self.job)  # queued ahead of its first unit
+        actor.load.remote(self.job, self.token)  # queued ahead of its first unit
         return actor
 
     def run(self, job: Any, units: list[Any], label: str, docs_of=None) -> tuple[dict[str, Any], dict[str, str]]:
         """Run every unit; returns (results by unit id, failure message by unit id)."""
         ray = self.ray
-        self.job = job
+        self.job, self.token = job, self.token + 1
         wanted = min(self.size, len(units))
-        for actor in self.actors:
-            actor.load.remote(job)
+        loads = [actor.load.remote(job, self.token) for actor in self.actors]
         while len(self.actors) < wanted:
             self.actors.append(self._spawn())
+        try:
+            ray.get(loads)
+        except ray.exceptions.RayTaskError as exc:  # the job cannot be unpickled there: every unit would fail
+            return {}, {unit.unit: f"the job could not be loaded in a worker: {_first_line(exc)}" for unit in units}
         results: dict[str, Any] = {}
         failed: dict[str, str] = {}
         queue = [(u, 1) for u in reversed(units)]
@@ -175,7 +186,7 @@ class Pool:
             while queue or pending:
                 while queue and idle:
                     (unit, attempt), actor = queue.pop(), idle.pop()
-                    pending[actor.run.remote(unit)] = (unit, actor, attempt)
+                    pending[actor.run.remote(unit, self.token)] = (unit, actor, attempt)
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 unit, actor, attempt = pending.pop(ref)
                 try:
@@ -446,7 +457,7 @@ class Runner:
             name = f"{index:02d}-{round_.name}"
             marker = markers.get(name)
             if marker is None:
-                marker = self._run_round(pool, stage, round_, f"{rounds_dir}/{name}", sources, digest)
+                marker = self._run_round(pool, step, round_, f"{rounds_dir}/{name}", sources, digest)
                 write_text_atomic(self.fs, f"{self.root}/{rounds_dir}/{name}.json", json.dumps(marker))
             else:
                 log(f"resume: {stage.name} round {name} already done, reusing it")
@@ -491,8 +502,9 @@ class Runner:
             return {}
         return markers
 
-    def _run_round(self, pool: Pool, stage: GlobalStage, round_: ShuffleRound, round_dir: str,
+    def _run_round(self, pool: Pool, step: Step, round_: ShuffleRound, round_dir: str,
                    sources: dict[str, list[MapUnit]], digest: str) -> dict[str, Any]:
+        stage: GlobalStage = step.stages[0]
         if self.fs.exists(f"{self.root}/{round_dir}"):
             self.fs.rm(f"{self.root}/{round_dir}", recursive=True)  # an interrupted attempt of this round
         if round_.source not in sources:
@@ -508,7 +520,7 @@ class Runner:
                                               self.profile.shuffle_partition_bytes)
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
-        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions), units, f"{label}: map")
+        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map")
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} map", failed))
         files: dict[int, list[str]] = defaultdict(list)
