@@ -588,8 +588,11 @@ def _init_ray(profile: RuntimeProfile) -> None:
         return
     # address="local" always starts a fresh embedded Ray: a bare ray.init() would silently join any local
     # cluster that happens to be running (and a crash of this driver would then not stop its workers).
+    # Workers import what this process can, as the local executor's child does: a plug-in stage found through
+    # sys.path (a module next to the pipeline, a notebook's folder) must unpickle in the workers too.
+    path = os.pathsep.join(p for p in sys.path if p)
     kwargs: dict[str, Any] = {"address": "local", "num_cpus": profile.workers or os.cpu_count(),
-                              "include_dashboard": False,
+                              "include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": path}},
                               "logging_level": "WARNING", "log_to_driver": True}
     if profile.object_store_memory_mb:
         kwargs["object_store_memory"] = profile.object_store_memory_mb << 20
