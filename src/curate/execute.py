@@ -551,7 +551,7 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                 rows = rows.append_column(UNIT_COLUMN, pa.array([unit] * rows.num_rows, pa.string()))
             mapped.append(rows)
         rows = pa.concat_tables(mapped, promote_options="permissive")
-        buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.array([], pa.int64())
+        buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.nulls(0, pa.int64())
         outputs: dict[str, list[pa.Table]] = {}
         for p in range(partitions):
             for name, table in round_.reduce(rows.filter(pc.equal(buckets, p))).items():

@@ -350,10 +350,12 @@ class Runner:
         except GlobalStageError as exc:
             problems.append(str(exc))
         finally:
+            t_close = time.time()
             for pool in [*self._pools.values(), *([self._local_pool] if self._local_pool else [])]:
                 pool.close()
             if started_here:
                 ray.shutdown()
+            profile["close_s"] = round(time.time() - t_close, 3)
         t_ledger = time.time()
         sweep(self.fs, self.root, self.chain)
         ledger: Ledger = build_ledger(self.out, self.chain, self.units, self._order())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -83,14 +84,17 @@ class ProcessPool:
         """Let the child tear its job down (an extraction child, a model), then make sure it is gone."""
         if self._proc is None:
             return
+        proc, self._proc = self._proc, None
+        # A blocking wait, not Popen.wait(timeout=...), which polls in sleeps; a timer kills a child stuck in
+        # its teardown.
+        guard = threading.Timer(30, proc.kill)
+        guard.start()
         try:
-            self._proc.stdin.close()
-            self._proc.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self._proc.kill()
-            self._proc.wait()
-        self._proc.stdout.close()
-        self._proc = None
+            proc.stdin.close()
+            proc.wait()
+        finally:
+            guard.cancel()
+            proc.stdout.close()
 
 
 def serve() -> None:

@@ -43,7 +43,7 @@ from curate.stage import DocumentStage, StageParams
 #: entries have none.
 _URL_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^:/?#]*)(?::[0-9]*)?(?P<rest>[^#]*)"
 _SEPARATORS = "[^a-z0-9]+"
-_NULL = pa.scalar(None, pa.string())
+_NULL = pa.nulls(1, pa.string())[0]  # not pa.scalar(None, ...): that imports pandas (0.2 s) at start-up
 
 
 class UrlFilterParams(StageParams):
