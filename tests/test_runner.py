@@ -334,3 +334,75 @@ def test_a_two_round_global_stage_killed_in_its_second_round_resumes_there(share
     big = {h for h in everything if everything.count(h) >= 5}
     assert big and set(removed["host"].to_pylist()) == big and removed.num_rows == sum(h in big for h in everything)
     assert set(removed["host_cap_docs"].to_pylist()) == {everything.count(h) for h in big}
+
+
+def gzip_members(data: bytes) -> list[bytes]:
+    """The gzip members of a per-record-gzipped WARC, byte for byte."""
+    import zlib
+
+    members, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        end = len(data) - len(d.unused_data)
+        members.append(data[pos:end])
+        pos = end
+    return members
+
+
+def documents_by_record(data: bytes) -> list[bool]:
+    """Per record (warcio, an independent reader): is it a document (HTTP-200 HTML response)?"""
+    import io
+
+    from warcio.archiveiterator import ArchiveIterator
+
+    flags = []
+    for rec in ArchiveIterator(io.BytesIO(data)):
+        ok = rec.rec_type == "response" and rec.http_headers is not None
+        ctype = (rec.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower() if ok else ""
+        flags.append(ok and rec.http_headers.get_statuscode() == "200" and ctype in ("text/html",
+                                                                                     "application/xhtml+xml"))
+    return flags
+
+
+@pytest.mark.parametrize("engine", ["fastwarc", "warcio"])
+def test_damaged_real_warcs_lose_only_their_damaged_records(shared_data: Path, ray_session, tmp_path: Path,
+                                                            engine: str) -> None:
+    """A corrupt gzip member mid-file, garbage spliced into an uncompressed file, a truncated tail: the healthy
+    records after the damage are still read, the damage is one error row with a span, conservation holds."""
+    damaged = tmp_path / "in"
+    damaged.mkdir()
+    original = (shared_data / "warc" / "dolma-wget-sample-0000.warc.gz").read_bytes()
+    members = gzip_members(original)
+    flags = documents_by_record(original)
+    assert len(members) == len(flags)
+    victim = next(i for i in range(len(flags) // 2, len(flags)) if flags[i])  # a document mid-file
+    broken = bytearray(members[victim])
+    broken[len(broken) // 2: len(broken) // 2 + 16] = b"\xff" * 16
+    (damaged / "member.warc.gz").write_bytes(b"".join(members[:victim]) + bytes(broken) + b"".join(members[victim + 1:]))
+    plain = (shared_data / "warc" / "aut-issue-493-webrecorder-2020.warc").read_bytes()
+    cut = plain.index(b"WARC/1.0\r\n", len(plain) // 3)
+    (damaged / "spliced.warc").write_bytes(plain[:cut] + b"\x00garbage\r\n" * 400 + plain[cut:])
+    tail = (shared_data / "warc" / "dolma-wget-sample-0001.warc.gz").read_bytes()
+    (damaged / "truncated.warc.gz").write_bytes(tail[: len(tail) - 5000])
+    out = tmp_path / "out"
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(QUICKSTART.read_text().replace("engine: fastwarc", f"engine: {engine}"))
+    assert f"engine: {engine}" in pipeline.read_text()
+    assert run_cli(pipeline, "-i", damaged, "-o", out) == 0
+    stats = {Path(s["input"]).name: s for s in
+             (json.loads(p.read_text()) for p in (out / "stats" / "files").glob("*.json"))}
+    # The corrupted record is salvaged up to the damage and removed as `corrupt`; the bytes skipped until the
+    # next member are one error row; every record after it is read.
+    assert stats["member.warc.gz"]["documents"] == sum(flags)
+    assert stats["spliced.warc"]["documents"] == sum(documents_by_record(plain))
+    assert stats["truncated.warc.gz"]["documents"] >= sum(documents_by_record(tail[: len(tail) - 5000]))
+    removed = pq.read_table(out / "removed" / "warc_read", columns=["warc_path", "reason"]).to_pylist()
+    assert sorted((Path(r["warc_path"]).name, r["reason"]) for r in removed) == [
+        ("member.warc.gz", "corrupt"), ("truncated.warc.gz", "truncated")]
+    errors = {Path(e["input"]).name: e for e in pq.read_table(out / "errors").to_pylist()}
+    assert set(errors) == {"member.warc.gz", "spliced.warc"}
+    for error in errors.values():
+        assert error["offset"] < error["end_offset"] and "resumed at the next record" in error["error"]
+    assert errors["spliced.warc"]["end_offset"] - errors["spliced.warc"]["offset"] == len(b"\x00garbage\r\n" * 400)
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
