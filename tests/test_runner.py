@@ -365,7 +365,7 @@ def documents_by_record(data: bytes) -> list[bool]:
     return flags
 
 
-@pytest.mark.parametrize("engine", ["fastwarc", "warcio"])
+@pytest.mark.parametrize("engine", ["fastwarc", "framer"])
 def test_damaged_real_warcs_lose_only_their_damaged_records(shared_data: Path, ray_session, tmp_path: Path,
                                                             engine: str) -> None:
     """A corrupt gzip member mid-file, garbage spliced into an uncompressed file, a truncated tail: the healthy

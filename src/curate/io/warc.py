@@ -14,7 +14,7 @@ Each skipped span becomes one error with its start and end offsets. Whatever can
   yields fewer documents than warcio reads from it.
 
 With ``engine: fastwarc`` (the default), FastWARC frames healthy per-record gzip, which is faster, and the
-framer takes over at the first doubt (see :func:`_fastwarc`); ``engine: warcio`` uses the framer throughout.
+framer takes over at the first doubt (see :func:`_fastwarc`); ``engine: framer`` (formerly ``warcio``) uses the framer throughout.
 Both read the same documents and errors from any bytes.
 
 Memory stays bounded. The input is read forward only (an HTTP stream cannot seek), and bodies of records
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Literal, Protocol
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from curate.registry import register
 from curate.schema import DOCUMENT_SCHEMA
@@ -76,10 +76,17 @@ _RESCAN_MAX = 1 << 20  # raw bytes of a long gzip member kept to look in it for 
 
 
 class WarcReadParams(StageParams):
-    engine: Literal["fastwarc", "warcio"] = Field(
+    engine: Literal["fastwarc", "framer"] = Field(
         "fastwarc", description="fastwarc: FastWARC frames healthy per-record gzip and curate's framer takes over "
-                                "at the first doubt (faster); warcio: curate's framer throughout (warcio itself "
-                                "raises at a bad record, so it is no longer used). Both read the same documents")
+                                "at the first doubt (faster); framer: curate's framer throughout. Both read the "
+                                "same documents. 'warcio' (its earlier name) is accepted: warcio itself raises at "
+                                "a bad record, so it is no longer used to read")
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _warcio_is_the_framer(cls, value: str) -> str:
+        return "framer" if value == "warcio" else value
+
     max_record_bytes: int = Field(
         10_000_000, ge=1, description="larger HTML pages are removed by this stage as 'too_large' (unparsed)"
     )
