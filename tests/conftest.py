@@ -13,6 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Missing real data fails the run at once: tests parametrized over its files would otherwise collect
+    nothing and pass silently."""
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"shared test data not found at {SHARED_DATA} (set CURATE_SHARED_DATA): the tests "
+                                "read real crawl data from there")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
