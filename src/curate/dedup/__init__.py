@@ -1,0 +1,1 @@
+"""Corpus-wide deduplication stages, built on the runner's shuffle rounds."""
