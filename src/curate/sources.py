@@ -148,3 +148,9 @@ def source_keys(urls: pa.Array | pa.ChunkedArray, rules: SourceRules) -> pa.Arra
         if pc.any(match).as_py():
             keys = pc.if_else(match, _render(rule.key, host, groups), keys)
     return pc.utf8_lower(pc.coalesce(keys, host))
+
+
+def url_hosts(urls: pa.Array) -> pa.Array:
+    """The lower-cased host of each URL (null where there is none)."""
+    host = pc.extract_regex(urls, r"^[a-zA-Z][\w+.-]*://(?:[^@/?#]*@)?(?P<host>[^:/?#]*)")
+    return pc.utf8_lower(pc.struct_field(host, "host"))

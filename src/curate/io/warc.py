@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 
 from curate.registry import register
 from curate.schema import DOCUMENT_SCHEMA
-from curate.sources import SourceRules, source_keys
+from curate.sources import SourceRules, source_keys, url_hosts
 from curate.stage import Reader, StageParams
 
 
@@ -908,12 +908,5 @@ class WarcReader(Reader):
         params: WarcReadParams = self.params  # type: ignore[assignment]
         table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
         urls = table["url"].combine_chunks()
-        table = table.set_column(table.schema.get_field_index("host"), "host", _hosts(urls))
+        table = table.set_column(table.schema.get_field_index("host"), "host", url_hosts(urls))
         return table.set_column(table.schema.get_field_index("source"), "source", source_keys(urls, params.sources))
-
-
-def _hosts(urls: pa.Array) -> pa.Array:
-    import pyarrow.compute as pc
-
-    host = pc.extract_regex(urls, r"^[a-zA-Z][\w+.-]*://(?:[^@/?#]*@)?(?P<host>[^:/?#]*)")
-    return pc.utf8_lower(pc.struct_field(host, "host"))
