@@ -33,7 +33,7 @@ from curate.commit import Commit, Part, new_attempt, part_path, removals_path, r
 from curate.io.fs import Location, atomic_path, open_input
 from curate.schema import DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed, \
     mark_removed
-from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound
+from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound, next_round
 
 #: Rows per batch when a later step re-reads committed parts.
 PART_BATCH_ROWS = 4096
@@ -559,19 +559,13 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
         merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
         removals += [merged.pop("removals")] if "removals" in merged else []
         reports += [merged.pop("report")] if "report" in merged else []
-        for name, table in merged.items():
+        for name in merged:
             sources[f"{round_.name}/{name}"] = {f"p{i}": t for i, t in enumerate(outputs[name])}
         result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
                              outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()})
-        round_ = _send(rounds, result)
+        round_ = next_round(rounds, result)
     removals_table = pa.concat_tables(removals, promote_options="permissive") if removals else \
         REMOVALS_SCHEMA.empty_table()
     report = pa.concat_tables(reports, promote_options="permissive") if reports else pa.table({})
     return removals_table, report
 
-
-def _send(rounds, result: RoundResult) -> ShuffleRound | None:
-    try:
-        return rounds.send(result)
-    except StopIteration:
-        return None

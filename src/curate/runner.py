@@ -14,6 +14,7 @@ resumes where a crash stopped it, and a unit redone after a failure leaves nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from curate.execute import (ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJ
                             partitions_for)
 from curate.io.fs import Location, expand_inputs, file_id, write_text_atomic
 from curate.schema import TRANSIENT_COLUMNS
-from curate.stage import DocumentStage, GlobalStage, Reader, Resources, RoundResult, ShuffleRound
+from curate.stage import DocumentStage, GlobalStage, Resources, RoundResult, ShuffleRound, next_round
 
 
 @dataclass
@@ -224,19 +225,15 @@ class Pool:
         return fresh
 
     def _kill(self, actor: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             self.ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
     def close(self) -> None:
         """Tear down every actor's job (an extraction child, a model), then kill the actors; never raises."""
         ray = self.ray
         refs = [actor.close.remote() for actor in self.actors]
-        try:
+        with contextlib.suppress(Exception):  # a dead actor has nothing left to close
             ray.wait(refs, num_returns=len(refs), timeout=30)
-        except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
-            pass
         for actor in self.actors:
             self._kill(actor)
         self.actors = []
@@ -469,7 +466,7 @@ class Runner:
             for output, paths in marker["files"].items():
                 sources[f"{round_.name}/{output}"] = [MapUnit(f"p{i:05d}", (p,)) for i, p in enumerate(paths)]
             result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"])
-            round_, index = _send(rounds, result), index + 1
+            round_, index = next_round(rounds, result), index + 1
         self._write_report(stage.name, reports)
         units = [ApplyUnit(k, u, upstream[u].input, expected_key("global", upstream[u].input, upstream[u], digest),
                            tuple(upstream[u].paths("kept")), tuple(removals.get(u, ()))) for u in todo]
@@ -573,12 +570,6 @@ def _stage_failure(stage: str, what: str, failed: dict[str, str]) -> str:
     example = next(iter(sorted(failed.items())))
     return f"{stage}: {what} failed for {len(failed)} units after retries; e.g. {example[0]}: {example[1]}"
 
-
-def _send(rounds, result: RoundResult) -> ShuffleRound | None:
-    try:
-        return rounds.send(result)
-    except StopIteration:
-        return None
 
 
 def _init_ray(profile: RuntimeProfile) -> None:

@@ -186,6 +186,14 @@ class RoundResult:
     outputs: dict[str, int] = field(default_factory=dict)  # output name -> rows
 
 
+def next_round(rounds: Generator[ShuffleRound, RoundResult, None], result: RoundResult) -> ShuffleRound | None:
+    """Send a finished round's result to a stage's :meth:`GlobalStage.rounds`; None when it has no more."""
+    try:
+        return rounds.send(result)
+    except StopIteration:
+        return None
+
+
 class GlobalStage:
     """A corpus-wide stage: a sequence of :class:`ShuffleRound` s, then removals applied per unit.
 
