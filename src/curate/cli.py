@@ -1,4 +1,5 @@
-"""``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``.
+"""``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``, ``curate dedup INPUT...
+--output DIR``, ``curate audit DIR``, ``curate stages``.
 
 Exit codes: 0 success; 1 the run finished but conservation failed, inputs could not be processed (re-run
 to retry them) or the failure policy was exceeded; 2 invalid configuration or inputs, reported before any
@@ -24,13 +25,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", "-i", nargs="+", required=True,
                      help="WARC paths, globs, directories, s3:// or https:// URLs")
     run.add_argument("--output", "-o", required=True, help="output folder (local path or s3://...)")
-    run.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, "
-                     "else start an embedded local Ray)")
-    run.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
-    run.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
-                     "the ledger); always recorded in run.json")
+    dedup = sub.add_parser("dedup", help="exact + MinHash near-duplicate removal over a Parquet/JSONL corpus",
+                           description="Runs jsonl_read/parquet_read, exact_dedup and minhash_dedup, with the same "
+                           "kept/, removed/, stats/ layout and conservation check as `curate run`.")
+    dedup.add_argument("inputs", nargs="*", help="Parquet or JSONL(.gz/.zst) files, globs, directories, s3:// URLs")
+    dedup.add_argument("--output", "-o", help="output folder (local path or s3://...)")
+    dedup.add_argument("--format", choices=["auto", "jsonl", "parquet"], default="auto",
+                       help="input format (auto: parquet if the inputs end in .parquet)")
+    dedup.add_argument("--text-column", default="text", help="field holding the text (dotted path for nested)")
+    dedup.add_argument("--id-column", default="id", help="field holding a stable id (missing: <path>@<row>)")
+    dedup.add_argument("--url-column", default="url", help="field holding the URL")
+    dedup.add_argument("--date-column", default=None, help="field holding the crawl date (keep: earliest)")
+    dedup.add_argument("--no-exact", action="store_true", help="skip exact_dedup (MinHash only)")
+    dedup.add_argument("--threshold", type=float, default=None, help="Jaccard of a duplicate (default 0.8)")
+    dedup.add_argument("--bands", type=int, default=None, help="LSH bands (default 20)")
+    dedup.add_argument("--rows", type=int, default=None, help="hashes per band (default 6)")
+    dedup.add_argument("--ngram", type=int, default=None, help="words per shingle (default 5)")
+    dedup.add_argument("--no-verify", action="store_true", help="judge removals by the signature estimate instead "
+                       "of the exact Jaccard")
+    dedup.add_argument("--keep", choices=["earliest", "longest", "min_id"], default=None,
+                       help="the representative kept of each group (default earliest)")
+    dedup.add_argument("--against", nargs="+", default=[], metavar="OUT_DIR",
+                       help="also remove documents that duplicate the kept documents of these earlier runs")
+    dedup.add_argument("--explain", action="store_true", help="print the LSH S-curve of these settings and exit")
+    for p in (run, dedup):
+        p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, "
+                       "else start an embedded local Ray)")
+        p.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
+        p.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
+                       "the ledger); always recorded in run.json")
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
     audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
@@ -59,8 +84,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"curate: error: {exc} (is {args.output} the output folder of a finished run?)", file=sys.stderr)
             return 2
         return 0
+    if args.command == "dedup" and args.explain:
+        from curate.dedup.minhash import MinHashParams, explain
+
+        try:
+            print(explain(MinHashParams(**_minhash_options(args))))
+        except ValueError as exc:
+            print(f"curate: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
-        pipeline = load_pipeline(args.pipeline)
+        if args.command == "dedup":
+            pipeline, inputs = _dedup_pipeline(args), args.inputs
+        else:
+            pipeline, inputs = load_pipeline(args.pipeline), args.input
         profile = load_profile(args.config)
         overrides = {k: v for k, v in (("ray_address", args.ray_address), ("workers", args.workers)) if v}
         if args.workers is not None and args.workers < 1:
@@ -68,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = RuntimeProfile(**{**profile.model_dump(), **overrides})
         from curate.runner import Runner
 
-        runner = Runner(pipeline, args.input, args.output, profile, progress=not args.no_progress)
+        runner = Runner(pipeline, inputs, args.output, profile, progress=not args.no_progress)
         loaded = time.time() - started  # imports, the pipeline's stages and the input listing
     except (ConfigError, InputError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
@@ -83,6 +120,33 @@ def main(argv: list[str] | None = None) -> int:
         timings = {"load_s": loaded, **result.profile}
         print("profile: " + ", ".join(f"{k}={v:.2f}s" for k, v in timings.items()))
     return 0 if result.ok else 1
+
+
+def _minhash_options(args: argparse.Namespace) -> dict:
+    names = {"threshold": "threshold", "bands": "bands", "rows": "rows", "ngram": "ngram", "keep": "keep"}
+    options = {param: getattr(args, arg) for arg, param in names.items() if getattr(args, arg) is not None}
+    if args.no_verify:
+        options["verify"] = False
+    if args.against:
+        options["against"] = args.against
+    return options
+
+
+def _dedup_pipeline(args: argparse.Namespace):
+    """The stand-alone dedup pipeline: a corpus reader, exact_dedup, minhash_dedup."""
+    from curate.config import pipeline_from_dict
+
+    if not args.inputs or not args.output:
+        raise ConfigError("dedup: give INPUT... and --output (or --explain)")
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "parquet" if all(".parquet" in i or i.rstrip("/").endswith("kept") for i in args.inputs) else "jsonl"
+    reader = {"text": args.text_column, "id": args.id_column, "url": args.url_column, "fetch_time": args.date_column}
+    stages = [{f"{fmt}_read": reader}]
+    if not args.no_exact:
+        stages.append({"exact_dedup": {"keep": args.keep} if args.keep else {}})
+    stages.append({"minhash_dedup": _minhash_options(args)})
+    return pipeline_from_dict({"name": "dedup", "stages": stages}, "curate dedup", "dedup")
 
 
 def _print_summary(result, output: str) -> None:

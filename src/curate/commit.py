@@ -88,6 +88,11 @@ def round_output_path(round_dir: str, name: str, partition: int) -> str:
     return f"{round_dir}/out/{name}/part-{partition:05d}.parquet"
 
 
+def round_output_glob(root: str, round_name: str, name: str) -> str:
+    """Every partition of one named output of a round (any step, any round index) of the run at ``root``."""
+    return f"{root}/work/steps/*/rounds/*-{round_name}/out/{name}/part-*.parquet"
+
+
 def removals_path(round_dir: str, unit: str, partition: int) -> str:
     """Removals a reduce partition routed back to one unit."""
     return f"{round_dir}/removals/{unit}/part-{partition:05d}.parquet"

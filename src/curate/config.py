@@ -140,8 +140,11 @@ def build_stage(name: str, params: Any, where: str, key: str) -> Reader | Docume
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
-    where = str(path)
-    data = _read_yaml(path)
+    return pipeline_from_dict(_read_yaml(path), str(path), Path(path).stem)
+
+
+def pipeline_from_dict(data: Any, where: str, default_name: str) -> Pipeline:
+    """A pipeline from its YAML mapping (also how ``curate dedup`` builds its own), fully validated."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'stages' list")
     unknown = set(data) - _TOP_LEVEL_KEYS
@@ -181,7 +184,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     unknown = sorted(set(failure.max_stage_error_share) - set(names))
     if unknown:
         raise ConfigError(f"{where}: failure.max_stage_error_share.{unknown[0]}: not a stage of this pipeline")
-    return Pipeline(name=str(data.get("name", Path(path).stem)), source_path=where, batch_size=batch_size,
+    return Pipeline(name=str(data.get("name", default_name)), source_path=where, batch_size=batch_size,
                     stages=stages, failure=failure)
 
 

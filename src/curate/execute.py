@@ -13,7 +13,6 @@ Each document-producing unit writes its parts (named by :mod:`curate.commit`), t
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import traceback
@@ -33,12 +32,15 @@ from curate.commit import Commit, Part, new_attempt, part_path, removals_path, r
 from curate.io.fs import Location, atomic_path, open_input
 from curate.schema import DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed, \
     mark_removed
-from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound, next_round
+from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound, UnitData, \
+    next_round
 
 #: Rows per batch when a later step re-reads committed parts.
 PART_BATCH_ROWS = 4096
 #: Column a map output carries so a reduce can send removals back to the unit holding each id.
 UNIT_COLUMN = "_unit"
+#: Column a reduce's input carries: the number of its partition (e.g. to mint ids unique across partitions).
+PARTITION_COLUMN = "_partition"
 
 
 @dataclass
@@ -299,21 +301,39 @@ def _route(batch: pa.Table, uri: str, output: UnitOutput, error_rows: list[dict[
 # ---- global stages: shuffle rounds, then apply ---------------------------------------------------------
 
 class PartsData:
-    """A unit's parts as a round's map sees them (:class:`curate.stage.UnitData`): lazy column reads."""
+    """A unit's parts as a round's map sees them (:class:`curate.stage.UnitData`): lazy column reads.
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, unit: str, paths: Sequence[str]) -> None:
-        self.fs, self.root, self.unit, self.paths = fs, root, unit, list(paths)
+    ``paths`` are relative to the output root, or absolute URIs for a round's ``input:`` sources.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str | None, unit: str, paths: Sequence[str],
+                 source: str = "documents", storage_options: dict[str, Any] | None = None) -> None:
+        self.fs, self.root, self.unit, self.paths, self.source = fs, root, unit, list(paths), source
+        self.storage_options = storage_options or {}
+
+    def _open(self, rel: str):
+        if self.root is None:
+            fs, path = fsspec.core.url_to_fs(rel, **self.storage_options)
+            return fs.open(path, "rb")
+        return self.fs.open(f"{self.root}/{rel}", "rb")
 
     def read(self, columns: Sequence[str]) -> pa.Table:
         tables = []
         for rel in self.paths:
-            with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+            with self._open(rel) as f:
                 present = pq.ParquetFile(f).schema_arrow.names
                 f.seek(0)
                 tables.append(_complete(pq.read_table(f, columns=[c for c in columns if c in present]), columns))
         if not tables:
             return _complete(pa.table({}), columns)
         return pa.concat_tables(tables, promote_options="permissive").select(list(columns))
+
+    def metadata(self) -> dict[bytes, bytes]:
+        """The key-value metadata of the unit's first file (e.g. how its signatures were made)."""
+        if not self.paths:
+            return {}
+        with self._open(self.paths[0]) as f:
+            return pq.ParquetFile(f).schema_arrow.metadata or {}
 
 
 def _complete(table: pa.Table, columns: Sequence[str]) -> pa.Table:
@@ -326,20 +346,37 @@ def _complete(table: pa.Table, columns: Sequence[str]) -> pa.Table:
 
 
 def hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Array:
-    """Partition of each key: a stable hash (xxh64), computed once per distinct key, not once per row."""
+    """Partition of each key: a stable hash. Integer keys (already hashes, or node ids) are mixed in numpy;
+    other keys are hashed with xxh64 once per distinct value, not once per row."""
     import numpy as np
     import xxhash
 
-    encoded = pc.dictionary_encode(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if pa.types.is_integer(keys.type):
+        mixed = _mix64(keys.to_numpy(zero_copy_only=False).astype(np.uint64))
+        return pa.array((mixed % np.uint64(partitions)).astype(np.int64))
+    encoded = pc.dictionary_encode(keys)
     per_value = np.array([xxhash.xxh64_intdigest(str(v)) % partitions for v in encoded.dictionary.to_pylist()],
                          dtype=np.int64)
     return pa.array(per_value[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
+def _mix64(values):
+    """The splitmix64 finaliser: spreads sequential or structured integers over all 64 bits."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
 @dataclass(frozen=True)
 class MapUnit:
     unit: str
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # relative to the output root; absolute URIs when ``external``
+    source: str = "documents"
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -365,7 +402,9 @@ class MapJob:
     def run(self, unit: MapUnit) -> dict[str, Any]:
         fs, root = self.out.resolve()
         fault_point(f"map-{self.round.name}", self.step, unit.unit)
-        rows = self.round.map(PartsData(fs, root, unit.unit, unit.paths))
+        data = PartsData(fs, None if unit.external else root, unit.unit, unit.paths, unit.source,
+                         self.out.storage_options)
+        rows = self.round.map(data)
         if "key" not in rows.column_names:
             raise ValueError(f"round {self.round.name!r}: map output has no 'key' column")
         if UNIT_COLUMN not in rows.column_names:
@@ -393,7 +432,7 @@ class ReduceJob:
         fs, root = self.out.resolve()
         group = pa.concat_tables([pq.read_table(f"{root}/{rel}", filesystem=fs) for rel in unit.paths],
                                  promote_options="permissive")
-        outputs = self.round.reduce(group)
+        outputs = self.round.reduce(_with_partition(group, unit.partition))
         rows: dict[str, int] = {}
         files: dict[str, list[str]] = {}
         removals_by_unit: dict[str, str] = {}
@@ -427,21 +466,27 @@ class ReduceJob:
         return routed
 
 
+def _with_partition(group: pa.Table, partition: int) -> pa.Table:
+    return group.append_column(PARTITION_COLUMN, pa.array([partition] * group.num_rows, pa.int32()))
+
+
 def _write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with atomic_path(fs, path) as tmp:
         pq.write_table(table, tmp, filesystem=fs, compression="zstd")
 
 
-def partitions_for(fs: fsspec.AbstractFileSystem, root: str, paths: Sequence[str], columns: Sequence[str] | None,
-                   target_bytes: int) -> tuple[int, int]:
-    """Shuffle partitions from data size: uncompressed bytes of the columns a round reads, per target.
-
-    Returns (partitions, bytes). Only Parquet footers are read.
-    """
+def data_bytes(fs: fsspec.AbstractFileSystem | None, root: str | None, paths: Sequence[str],
+               columns: Sequence[str] | None, storage_options: dict[str, Any] | None = None) -> int:
+    """Uncompressed bytes of the columns a round reads (all when ``columns`` is None), from Parquet footers
+    only; ``paths`` are relative to ``root``, or URIs when ``root`` is None. Sizes a round's shuffle."""
     total = 0
     for rel in paths:
-        with fs.open(f"{root}/{rel}", "rb") as f:
+        if root is None:
+            fs_, path = fsspec.core.url_to_fs(rel, **(storage_options or {}))
+        else:
+            fs_, path = fs, f"{root}/{rel}"
+        with fs_.open(path, "rb") as f:
             meta = pq.ParquetFile(f).metadata
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
@@ -449,7 +494,7 @@ def partitions_for(fs: fsspec.AbstractFileSystem, root: str, paths: Sequence[str
                 column = group.column(c)
                 if columns is None or column.path_in_schema.split(".")[0] in columns:
                     total += column.total_uncompressed_size
-    return max(1, math.ceil(total / target_bytes)), total
+    return total
 
 
 @dataclass(frozen=True)
@@ -529,38 +574,49 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                        ) -> tuple[pa.Table, pa.Table]:
     """Execute a global stage's rounds in this process over in-memory units; returns (removals, report).
 
-    The same map → hash partition → reduce as the runner, without files: for tests and notebooks.
+    The same map → hash partition → reduce as the runner, without shuffle files: for tests and notebooks.
+    A round's ``input:`` sources are read from their (local or fsspec) paths.
     """
+    from curate.io.fs import expand_inputs
 
     class _Memory:
-        def __init__(self, unit: str, table: pa.Table) -> None:
-            self.unit, self.table = unit, table
+        def __init__(self, unit: str, table: pa.Table, source: str) -> None:
+            self.unit, self.table, self.source = unit, table, source
 
         def read(self, columns: Sequence[str]) -> pa.Table:
             return _complete(self.table, columns).select(list(columns))
 
-    sources: dict[str, dict[str, pa.Table]] = {"documents": units}
+        def metadata(self) -> dict[bytes, bytes]:
+            return self.table.schema.metadata or {}
+
+    sources: dict[str, list[UnitData]] = {"documents": [_Memory(u, t, "documents") for u, t in units.items()]}
     removals, reports = [], []
     rounds = stage.rounds()
     round_ = next(rounds, None)
     while round_ is not None:
+        for name, patterns in round_.inputs.items():
+            fs = fsspec.filesystem("file")
+            sources[f"input:{name}"] = [PartsData(fs, None, f"in{i:05d}", (uri,), f"input:{name}")
+                                        for i, uri in enumerate(expand_inputs(list(patterns)))]
         mapped = []
-        for unit, table in sources[round_.source].items():
-            rows = round_.map(_Memory(unit, table))
-            if UNIT_COLUMN not in rows.column_names:
-                rows = rows.append_column(UNIT_COLUMN, pa.array([unit] * rows.num_rows, pa.string()))
-            mapped.append(rows)
+        for source in round_.sources:
+            for data in sources[source]:
+                rows = round_.map(data)
+                if UNIT_COLUMN not in rows.column_names:
+                    rows = rows.append_column(UNIT_COLUMN, pa.array([data.unit] * rows.num_rows, pa.string()))
+                mapped.append(rows)
         rows = pa.concat_tables(mapped, promote_options="permissive")
         buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.nulls(0, pa.int64())
         outputs: dict[str, list[pa.Table]] = {}
         for p in range(partitions):
-            for name, table in round_.reduce(rows.filter(pc.equal(buckets, p))).items():
+            for name, table in round_.reduce(_with_partition(rows.filter(pc.equal(buckets, p)), p)).items():
                 outputs.setdefault(name, []).append(table)
         merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
         removals += [merged.pop("removals")] if "removals" in merged else []
         reports += [merged.pop("report")] if "report" in merged else []
         for name in merged:
-            sources[f"{round_.name}/{name}"] = {f"p{i}": t for i, t in enumerate(outputs[name])}
+            key = f"{round_.name}/{name}"
+            sources[key] = [_Memory(f"p{i:05d}", t, key) for i, t in enumerate(outputs[name]) if t.num_rows]
         result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
                              outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()})
         round_ = next_round(rounds, result)
@@ -568,4 +624,3 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
         REMOVALS_SCHEMA.empty_table()
     report = pa.concat_tables(reports, promote_options="permissive") if reports else pa.table({})
     return removals_table, report
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -31,8 +32,8 @@ from curate.commit import Commit, current_chain, expected_key, kept_dest, load_c
 from curate.config import ConfigError, Pipeline, RuntimeProfile
 from curate.console import log, progress
 from curate.execute import (ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob, ReduceUnit,
-                            partitions_for)
-from curate.io.fs import Location, expand_inputs, file_id, write_text_atomic
+                            data_bytes)
+from curate.io.fs import InputError, Location, expand_inputs, file_id, write_text_atomic
 from curate.schema import TRANSIENT_COLUMNS
 from curate.stage import DocumentStage, GlobalStage, Resources, RoundResult, ShuffleRound, next_round
 
@@ -464,10 +465,11 @@ class Runner:
                 removals[owner] += paths
             reports += marker["files"].get("report", [])
             for output, paths in marker["files"].items():
-                sources[f"{round_.name}/{output}"] = [MapUnit(f"p{i:05d}", (p,)) for i, p in enumerate(paths)]
+                key = f"{round_.name}/{output}"
+                sources[key] = [MapUnit(f"{round_.name}.{output}.p{i:05d}", (p,), key) for i, p in enumerate(paths)]
             result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"])
             round_, index = next_round(rounds, result), index + 1
-        self._write_report(stage.name, reports)
+        self._write_report(stage, reports)
         units = [ApplyUnit(k, u, upstream[u].input, expected_key("global", upstream[u].input, upstream[u], digest),
                            tuple(upstream[u].paths("kept")), tuple(removals.get(u, ()))) for u in todo]
         job = ApplyJob(stage.name, self.out, self._kept_dest(step))
@@ -506,17 +508,28 @@ class Runner:
         stage: GlobalStage = step.stages[0]
         if self.fs.exists(f"{self.root}/{round_dir}"):
             self.fs.rm(f"{self.root}/{round_dir}", recursive=True)  # an interrupted attempt of this round
-        if round_.source not in sources:
-            raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {round_.source!r}, which no earlier "
+        for name, patterns in round_.inputs.items():
+            try:
+                uris = expand_inputs(list(patterns), self.profile.storage_options)
+            except InputError as exc:
+                raise GlobalStageError(f"{stage.name}: round {round_.name!r}: {exc}") from exc
+            key = f"input:{name}"
+            sources[key] = [MapUnit(f"{name}.in{i:05d}", (uri,), key, external=True) for i, uri in enumerate(uris)]
+        missing = [s for s in round_.sources if s not in sources]
+        if missing:
+            raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {missing[0]!r}, which no earlier "
                                    f"round produced (known: {', '.join(sorted(sources))})")
-        units = sources[round_.source]
-        columns = stage.reads + stage.optional_reads() if round_.source == "documents" else None
+        units = [u for source in round_.sources for u in sources[source]]
+        columns = stage.reads + stage.optional_reads() if round_.sources == ("documents",) else None
         size = 0
         if self.profile.shuffle_partitions:
             partitions = self.profile.shuffle_partitions
         else:
-            partitions, size = partitions_for(self.fs, self.root, [p for u in units for p in u.paths], columns,
-                                              self.profile.shuffle_partition_bytes)
+            internal = [p for u in units if not u.external for p in u.paths]
+            external = [p for u in units if u.external for p in u.paths]
+            size = data_bytes(self.fs, self.root, internal, columns) + \
+                data_bytes(None, None, external, columns, self.profile.storage_options)
+            partitions = max(1, math.ceil(size / self.profile.shuffle_partition_bytes))
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
         mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map")
@@ -547,7 +560,7 @@ class Runner:
         return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
                 "files": dict(out_files), "removals": dict(removals)}
 
-    def _write_report(self, stage_name: str, paths: list[str]) -> None:
+    def _write_report(self, stage: GlobalStage, paths: list[str]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -556,14 +569,15 @@ class Runner:
             return
         report = pa.concat_tables(tables, promote_options="permissive")
         if report.num_rows and report.column_names:
-            report = report.sort_by([(report.column_names[0], "ascending")])
+            report = report.sort_by(list(stage.report_order) or [(report.column_names[0], "ascending")])
         self.fs.makedirs(f"{self.root}/stats", exist_ok=True)
-        pq.write_table(report, f"{self.root}/stats/{stage_name}_report.parquet", filesystem=self.fs)
-        for row in report.slice(0, 20).to_pylist():  # the audit's headline: what was removed whole, and why
+        pq.write_table(report, f"{self.root}/stats/{stage.name}_report.parquet", filesystem=self.fs)
+        shown = 10
+        for row in report.slice(0, shown).to_pylist():  # the audit's headline: what was removed whole, and why
             fields = ", ".join(f"{k}={v}" for k, v in row.items() if k != "example")
-            log(f"{stage_name}: {fields}")
-        if report.num_rows > 20:
-            log(f"{stage_name}: … {report.num_rows - 20} more in stats/{stage_name}_report.parquet")
+            log(f"{stage.name}: {fields}")
+        if report.num_rows > shown:
+            log(f"{stage.name}: … {report.num_rows - shown} more in stats/{stage.name}_report.parquet")
 
 
 def _stage_failure(stage: str, what: str, failed: dict[str, str]) -> str:

@@ -152,9 +152,16 @@ class UnitData(Protocol):
     the columns it asks for (a unit of documents is its kept part plus the parts earlier stages removed)."""
 
     unit: str
+    #: Which of the round's sources the unit comes from (``documents``, ``<round>/<output>`` or
+    #: ``input:<name>``), for a round that maps several.
+    source: str
 
     def read(self, columns: Sequence[str]) -> pa.Table:
         """These columns of every row of the unit (a column a part lacks comes back as nulls)."""
+        ...
+
+    def metadata(self) -> dict[bytes, bytes]:
+        """Key-value metadata its files carry (e.g. the parameters an earlier run's signatures were made with)."""
         ...
 
 
@@ -162,10 +169,15 @@ class UnitData(Protocol):
 class ShuffleRound:
     """One round of a global stage: ``map`` over units → hash partition by ``key`` → ``reduce`` per partition.
 
-    ``source`` is ``"documents"`` (the snapshot of what the previous step committed, kept and removed) or
-    ``"<round>/<output>"``, an output of an earlier round of the same stage. ``reduce`` returns named
-    tables: ``removals`` (``id``, ``reason``, ``score``, ``threshold`` and optional extra columns that are
-    joined onto the removed documents) are shuffled back to the units that hold those ids; ``report``
+    ``source`` names what the round maps, one name or several (a join: rows of every source that share a
+    key meet in one reduce): ``"documents"`` (the snapshot of what the previous step committed, kept and
+    removed), ``"<round>/<output>"`` (an output of an earlier round of the same stage), or
+    ``"input:<name>"``, Parquet files outside this run listed in ``inputs[name]`` (URIs or globs, e.g. an
+    earlier run's signatures; read with the run's storage options).
+
+    ``reduce`` receives a partition's rows (with a ``_partition`` column holding its number) and returns
+    named tables: ``removals`` (``id``, ``reason``, ``score``, ``threshold`` and optional extra columns that
+    are joined onto the removed documents) are shuffled back to the units that hold those ids; ``report``
     rows are collected into ``stats/<stage>_report.parquet``; any other name is kept under ``work/`` as a
     source for later rounds. The runner writes a marker when a round is done, so a resumed run starts at
     the first unfinished round.
@@ -174,7 +186,12 @@ class ShuffleRound:
     name: str
     map: Callable[[UnitData], pa.Table]
     reduce: Callable[[pa.Table], dict[str, pa.Table]]
-    source: str = "documents"
+    source: str | tuple[str, ...] = "documents"
+    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,) if isinstance(self.source, str) else tuple(self.source)
 
 
 @dataclass
@@ -207,6 +224,9 @@ class GlobalStage:
     Params: ClassVar[type[StageParams]] = StageParams
     #: Document columns the rounds read (the runner checks them when the pipeline is built).
     reads: ClassVar[tuple[str, ...]] = ("id",)
+    #: How ``stats/<name>_report.parquet`` is sorted, so its first rows (which the run log shows) are the
+    #: headline: (column, "ascending"|"descending") pairs; default the first column, ascending.
+    report_order: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, params: StageParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

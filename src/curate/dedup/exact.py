@@ -60,6 +60,7 @@ class ExactDedup(GlobalStage):
     Params = ExactDedupParams
     params: ExactDedupParams
     reads = ("id", "text", "url", "fetch_time", "removed_by")
+    report_order = (("group_size", "descending"), ("representative", "ascending"))
 
     def rounds(self):
         yield ShuffleRound("groups", map=self.map_unit, reduce=self.reduce_partition)
