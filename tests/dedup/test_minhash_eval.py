@@ -109,13 +109,17 @@ def test_precision_and_recall_against_exact_truth(truth) -> None:
     sizes = np.bincount(component)
     lost = np.bincount(component[removed], minlength=len(sizes))
     due = np.maximum(sizes - 1, 0)
-    recall = float(np.minimum(lost, due).sum() / due.sum())
+    # Removal completeness by components over-counts chains (a ~ b ~ c with J(a, c) < 0.8: once b goes,
+    # a and c are not duplicates and keeping both loses nothing), so it is reported, not asserted.
+    completeness = float(np.minimum(lost, due).sum() / due.sum())
 
     partnered = {i for p, v in pairs.items() if v >= PARTNER for i in p}
     lonely = sorted(r for r in removed if r not in partnered)
     revived = sorted(set(kept) & set(removed))
     gone = set(removed)
     residual = [p for p, v in pairs.items() if v >= THRESHOLD and not gone & set(p)]
+    # recall: the share of true duplicate pairs the stage resolved (at least one of the two removed)
+    recall = 1 - len(residual) / len(edges)
 
     def show(i: int) -> str:
         return f"{docs[i]['id']} ({docs[i]['edit'] or 'base'})"
@@ -129,7 +133,8 @@ def test_precision_and_recall_against_exact_truth(truth) -> None:
                          + ", ".join(show(i) for i in stay[:4]))
     similarity = np.array(removals["similarity"].to_pylist(), float)
     print(f"\nminhash eval: {len(docs)} docs, {len(edges)} true pairs >= {THRESHOLD}, {int(due.sum())} to remove, "
-          f"{len(removed)} removed, precision {precision:.4f}, recall {recall:.4f}, kept pairs >= {THRESHOLD} "
+          f"{len(removed)} removed, precision {precision:.4f}, recall (pairs) {recall:.4f}, removal completeness "
+          f"{completeness:.4f}, kept pairs >= {THRESHOLD} "
           f"{len(residual)}, stage {seconds:.1f} s, max |similarity - J| "
           f"{np.abs(similarity - np.array(named)).max(initial=0):.3f}")
     for line in false_pos[:10] + false_neg[:10]:

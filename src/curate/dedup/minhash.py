@@ -360,20 +360,23 @@ class MinHashDedup(GlobalStage):
         result = yield ShuffleRound("buckets", map=self.map_buckets, reduce=self.reduce_buckets, source=signed)
         if not result.outputs.get("edges"):
             return  # no candidate pair anywhere
-        edges = "buckets/edges"
+        edges = yield from self.components("buckets/edges")
+        yield ShuffleRound("members", map=self.map_members, reduce=self.reduce_members, source=(signed, edges))
+        yield ShuffleRound("clusters", map=self.map_clusters, reduce=self.reduce_clusters, source="members/members")
+
+    def components(self, edges: str) -> Generator[ShuffleRound, RoundResult, str]:
+        """Large-star / small-star rounds over the edges in source ``edges`` until neither changes an edge:
+        then each component is a star centred on its smallest node. Returns the source of those edges."""
         for i in range(MAX_COMPONENT_ITERATIONS):
             large = yield ShuffleRound(f"large_star_{i:02d}", map=self.map_large_star,
                                        reduce=self.reduce_large_star, source=edges)
-            small = yield ShuffleRound(f"small_star_{i:02d}", map=self.map_small_star,
-                                       reduce=self.reduce_small_star, source=f"large_star_{i:02d}/edges")
+            small = yield ShuffleRound(f"small_star_{i:02d}", map=self.map_small_star, reduce=self.reduce_small_star,
+                                       source=f"large_star_{i:02d}/edges")
             edges = f"small_star_{i:02d}/edges"
             if not large.outputs.get("changes") and not small.outputs.get("changes"):
-                break  # a star per component, centred on its minimum
-        else:
-            raise RuntimeError(f"{self.name}: connected components did not converge in "
-                               f"{MAX_COMPONENT_ITERATIONS} iterations")
-        yield ShuffleRound("members", map=self.map_members, reduce=self.reduce_members, source=(signed, edges))
-        yield ShuffleRound("clusters", map=self.map_clusters, reduce=self.reduce_clusters, source="members/members")
+                return edges
+        raise RuntimeError(f"{self.name}: connected components did not converge in {MAX_COMPONENT_ITERATIONS} "
+                           "iterations")
 
     # -- 1. signatures
 
