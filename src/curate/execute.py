@@ -591,6 +591,7 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
 
     sources: dict[str, list[UnitData]] = {"documents": [_Memory(u, t, "documents") for u, t in units.items()]}
     removals, reports = [], []
+    done: set[str] = set()  # rounds run so far (an output they wrote nothing to is empty, not unknown)
     rounds = stage.rounds()
     round_ = next(rounds, None)
     while round_ is not None:
@@ -600,16 +601,19 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                                         for i, uri in enumerate(expand_inputs(list(patterns)))]
         mapped = []
         for source in round_.sources:
-            for data in sources[source]:
+            for data in sources.get(source, []) if source.split("/")[0] in done else sources[source]:
                 rows = round_.map(data)
                 if UNIT_COLUMN not in rows.column_names:
                     rows = rows.append_column(UNIT_COLUMN, pa.array([data.unit] * rows.num_rows, pa.string()))
                 mapped.append(rows)
-        rows = pa.concat_tables(mapped, promote_options="permissive")
+        rows = pa.concat_tables(mapped, promote_options="permissive") if mapped else pa.table({"key": pa.array([])})
         buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.nulls(0, pa.int64())
         outputs: dict[str, list[pa.Table]] = {}
         for p in range(partitions):
-            for name, table in round_.reduce(_with_partition(rows.filter(pc.equal(buckets, p)), p)).items():
+            part = rows.filter(pc.equal(buckets, p))
+            if not part.num_rows:
+                continue  # as in the runner: a partition no map wrote to has no reduce
+            for name, table in round_.reduce(_with_partition(part, p)).items():
                 outputs.setdefault(name, []).append(table)
         merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
         removals += [merged.pop("removals")] if "removals" in merged else []
@@ -617,6 +621,7 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
         for name in merged:
             key = f"{round_.name}/{name}"
             sources[key] = [_Memory(f"p{i:05d}", t, key) for i, t in enumerate(outputs[name]) if t.num_rows]
+        done.add(round_.name)
         result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
                              outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()})
         round_ = next_round(rounds, result)

@@ -464,6 +464,7 @@ class Runner:
             for owner, paths in marker["removals"].items():
                 removals[owner] += paths
             reports += marker["files"].get("report", [])
+            sources.setdefault(round_.name, [])  # the round ran: its outputs that wrote nothing are empty
             for output, paths in marker["files"].items():
                 key = f"{round_.name}/{output}"
                 sources[key] = [MapUnit(f"{round_.name}.{output}.p{i:05d}", (p,), key) for i, p in enumerate(paths)]
@@ -515,11 +516,12 @@ class Runner:
                 raise GlobalStageError(f"{stage.name}: round {round_.name!r}: {exc}") from exc
             key = f"input:{name}"
             sources[key] = [MapUnit(f"{name}.in{i:05d}", (uri,), key, external=True) for i, uri in enumerate(uris)]
-        missing = [s for s in round_.sources if s not in sources]
+        finished = {name.split("/")[0] for name in sources}
+        missing = [s for s in round_.sources if s not in sources and s.split("/")[0] not in finished]
         if missing:
             raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {missing[0]!r}, which no earlier "
                                    f"round produced (known: {', '.join(sorted(sources))})")
-        units = [u for source in round_.sources for u in sources[source]]
+        units = [u for source in round_.sources for u in sources.get(source, [])]  # a finished round's empty output
         columns = stage.reads + stage.optional_reads() if round_.sources == ("documents",) else None
         size = 0
         if self.profile.shuffle_partitions:

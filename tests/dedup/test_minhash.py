@@ -213,3 +213,12 @@ def test_parameters_are_checked() -> None:
         MinHashParams(keep="highest_score")
     with pytest.raises(ValueError, match="at most 1024"):
         MinHashParams(bands=100, rows=20)
+
+
+def test_a_corpus_with_nothing_to_sign_removes_nothing() -> None:
+    removed = pa.table({"id": ["a", "b"], "text": ["same words here", "same words here"], "fetch_time": ["1", "2"],
+                        "removed_by": ["language", "language"]})
+    empty = pa.table({"id": ["c", "d"], "text": ["", None], "fetch_time": ["1", "2"],
+                      "removed_by": pa.nulls(2, pa.string())})
+    removals, report = run_rounds_locally(MinHashDedup(), {"u": removed, "v": empty})
+    assert removals.num_rows == 0 and report.num_rows == 0

@@ -54,6 +54,8 @@ _MASK64 = (1 << 64) - 1
 _SHINGLE_MULTIPLIER = 0x9E3779B97F4A7C15
 #: Shingle hashes per chunk of the signature kernel: the (perms × chunk) uint32 block stays ~16 MB.
 _CHUNK_SHINGLES = 1 << 15
+#: Documents signed at a time by a unit's map: bounds the kernel's memory (~100 MB at 2 kB per document).
+SIGN_BATCH_ROWS = 8192
 #: Rounds of large-star/small-star after which the stage gives up (components converge in O(log² n)).
 MAX_COMPONENT_ITERATIONS = 40
 
@@ -388,15 +390,20 @@ class MinHashDedup(GlobalStage):
                              "kept": pa.repeat(pa.scalar(True), len(ids))})
         if unit.source.endswith("_signatures"):
             return self._earlier_signatures(unit)
-        columns = list(self.reads)
-        rows = unit.read(columns)
+        rows = unit.read(list(self.reads))
         rows = rows.filter(pc.is_null(rows["removed_by"]))
+        # in slices, so the kernel's temporaries stay bounded whatever the size of the unit
+        return pa.concat_tables([self._sign(rows.slice(i, SIGN_BATCH_ROWS))
+                                 for i in range(0, max(rows.num_rows, 1), SIGN_BATCH_ROWS)])
+
+    def _sign(self, rows: pa.Table) -> pa.Table:
+        p = self.params
         shingles, offsets = shingle_hashes(rows["text"], p)
         has = np.diff(offsets) > 0  # a document without a word has no signature and is never a duplicate
         sigs = signatures(shingles, offsets, p)[has]
         rows = rows.filter(pa.array(has))
         table = {"key": rows["id"], "id": rows["id"], "origin": pa.repeat(pa.scalar(0, pa.int8()), rows.num_rows),
-                 "rank": self._rank(rows), "signature": _fixed_lists(sigs)}
+                 "rank": self._rank(rows), "signature": _fixed_lists(sigs, p.num_perm)}
         if p.verify:
             table["shingles"] = _shingle_sets(shingles, offsets, has)
         return pa.table(table)
@@ -646,8 +653,8 @@ def _earlier_keys(source: str, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.binary_join_element_wise(pa.repeat(pa.scalar(f"\x1f{k}"), len(ids)), ids, "\x1f")
 
 
-def _fixed_lists(matrix: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
+def _fixed_lists(matrix: np.ndarray, width: int) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.uint32()), width)
 
 
 def _matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
