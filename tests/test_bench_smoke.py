@@ -22,6 +22,14 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" /
 #: Per bench, patterns its smoke output must contain: the lines a reader of a full run looks at.
 EXPECTED = {
     "build_corpus": [r"24 responses \(12 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
+    "dedup": [
+        r"truth \(exact J >= 0\.8 on word 5-gram shingles, curate\.dedup\.minhash\.reference_shingles\): [1-9]\d* pairs",
+        r"datatrove: 2000 docs, \d+\.\d docs/s, \d+\.\d\d MB/s per core, peak RSS per worker [1-9]\d* MB",
+        r"curate: 2000 docs, \d+\.\d docs/s, \d+\.\d\d MB/s per core, peak RSS per worker [1-9]\d* MB",
+        r"ratio curate/datatrove docs/s: \d+\.\dx",
+        r"RSS per worker 2N/N: \d+\.\d\d",
+        r"agreement with truth: curate P=\d\.\d{3} R=\d\.\d{3}; datatrove P=\d\.\d{3} R=\d\.\d{3}",
+    ],
     "extract": [
         r"ratios \(docs/s per core\):",
         r"ours: extract\+language +/ floor +\d+\.\d\d .* / datatrove +\d+\.\d",
