@@ -185,3 +185,40 @@ def test_a_new_crawl_deduplicated_against_an_earlier_run(shared_data: Path, ray_
     bad = subprocess.run(dedup_command([tmp_path / "b"], tmp_path / "bad", "--ngram", "4", "--against", str(first)),
                          env=cli_env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "were made with" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_dedup_reads_and_writes_s3_and_dedups_against_an_s3_run(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """`curate dedup` over JSONL on S3 (a moto server on loopback), then a second crawl against that run."""
+    import boto3
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_port}"
+        options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint,
+                                                                           "region_name": "us-east-1"}}
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="corpus")
+        s3 = fsspec.filesystem("s3", **options)
+        corpus(shared_data, tmp_path / "a", files=2, start=0, count=60, seed=1, prefix="a")
+        corpus(shared_data, tmp_path / "b", files=2, start=30, count=60, seed=2, prefix="b")
+        s3.put(str(tmp_path / "a") + "/", "corpus/a/", recursive=True)
+        s3.put(str(tmp_path / "b") + "/", "corpus/b/", recursive=True)
+        profile = tmp_path / "s3.yaml"
+        profile.write_text(json.dumps({"storage_options": options}))
+        common = ["--no-progress", "--workers", "2", "--config", str(profile)]
+        assert main(["dedup", "s3://corpus/a/*.jsonl", "-o", "s3://corpus/first", *common]) == 0
+        assert main(["dedup", "s3://corpus/b/*.jsonl", "-o", "s3://corpus/second", "--against", "s3://corpus/first",
+                     *common]) == 0
+        assert main(["dedup", str(tmp_path / "a"), "-o", str(tmp_path / "first"), "--no-progress", "--workers", "2"]) == 0
+        assert main(["dedup", str(tmp_path / "b"), "-o", str(tmp_path / "second"), "--no-progress", "--workers", "2",
+                     "--against", str(tmp_path / "first")]) == 0
+        remote = sorted((r["id"], r["duplicate_of"]) for r in pq.read_table(
+            "corpus/second/removed/minhash_dedup", filesystem=s3, columns=["id", "duplicate_of"]).to_pylist())
+        assert remote == removals(tmp_path / "second") and any(d.startswith("an") for _, d in remote)
+        with s3.open("corpus/second/stats/stats.json") as f:
+            assert json.load(f)["conservation_ok"]
+    finally:
+        server.stop()
