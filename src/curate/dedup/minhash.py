@@ -29,7 +29,6 @@ instead of one "word" per sentence.
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Generator
 from typing import Literal
 
@@ -49,7 +48,6 @@ SIGNATURE_ROUND = "minhash_signatures"
 METADATA_KEY = b"curate.minhash"
 #: Characters of scripts written without spaces: each is a word of its own.
 _NO_SPACE_SCRIPTS = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]"
-_NO_SPACE_CHARS = None  # compiled lazily by the reference implementation
 _MASK64 = (1 << 64) - 1
 _SHINGLE_MULTIPLIER = 0x9E3779B97F4A7C15
 #: Shingle hashes per chunk of the signature kernel: the (perms × chunk) uint32 block (~4 MB) stays in
@@ -117,25 +115,22 @@ def _combine(hashes: list[int]) -> int:
     return (h ^ (h >> 32)) & 0xFFFFFFFF
 
 
-def _normalise_token(token: str, params: MinHashParams) -> list[str]:
-    """One white-space token → its words (pure Python; the reference for the vectorised path)."""
-    import re
-
-    global _NO_SPACE_CHARS
-    if _NO_SPACE_CHARS is None:
-        _NO_SPACE_CHARS = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\u3040-\u30ff\u0e00-\u0e7f\u0e80-\u0eff"
-                                     "\u1780-\u17ff\u1000-\u109f\uf900-\ufaff\U00020000-\U0002fa1f]")
-    token = unicodedata.normalize("NFKC", token)
+def _words_of_tokens(tokens: pa.Array, params: MinHashParams) -> pa.ListArray:
+    """White-space tokens → their words: NFKC, punctuation and symbols as separators, digits → 0, a word
+    per character of scripts without spaces (a token may give 0 words, e.g. "—", or several, "well-known").
+    One definition (RE2's Unicode classes) for the vectorised kernel and the reference alike."""
+    normal = pc.utf8_normalize(tokens, "NFKC")
     if params.punctuation:
-        token = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in token)
+        normal = pc.replace_substring_regex(normal, r"[\p{P}\p{S}]", " ")
     if params.digits:
-        token = "".join("0" if unicodedata.category(c) == "Nd" else c for c in token)
-    token = _NO_SPACE_CHARS.sub(lambda m: f" {m.group(0)} ", token)
-    return token.split()
+        normal = pc.replace_substring_regex(normal, r"\p{Nd}", "0")
+    normal = pc.replace_substring_regex(normal, f"({_NO_SPACE_SCRIPTS})", r" \1 ")
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(normal))
 
 
 def reference_shingles(text: str, params: MinHashParams | None = None) -> set[int]:
-    """The shingle values of one document, in plain Python: the definition the vectorised kernel follows.
+    """The shingle values of one document, one at a time (Python's white-space split, words through the
+    same normalisation, n-grams and their hashes in plain Python): the definition the kernel follows.
 
     Feed them to ``datasketch.MinHash(num_perm, seed, scheme="affine32", hashfunc=int)`` to query the
     stored signatures. A document of fewer than ``ngram`` words is one shingle of all its words.
@@ -143,7 +138,8 @@ def reference_shingles(text: str, params: MinHashParams | None = None) -> set[in
     params = params or MinHashParams()
     if params.lowercase:
         text = text.lower()
-    words = [w for token in text.split() for w in _normalise_token(token, params)]
+    tokens = text.split()
+    words = [w for ws in _words_of_tokens(pa.array(tokens, pa.string()), params).to_pylist() for w in ws if w]
     hashes = [_token_hash(w) for w in words]
     if not hashes:
         return set()
@@ -186,16 +182,9 @@ def _split_words(texts: pa.Array, params: MinHashParams) -> tuple[np.ndarray, np
     tokens, offsets = _tokens(texts)
     encoded = pc.dictionary_encode(tokens)
     distinct = encoded.dictionary
-    # distinct tokens → their words (a token may become 0 words, e.g. "—", or several, e.g. "well-known")
-    normal = pc.utf8_normalize(distinct, "NFKC")
-    if params.punctuation:
-        normal = pc.replace_substring_regex(normal, r"[\p{P}\p{S}]", " ")
-    if params.digits:
-        normal = pc.replace_substring_regex(normal, r"\p{Nd}", "0")
-    normal = pc.replace_substring_regex(normal, f"({_NO_SPACE_SCRIPTS})", r" \1 ")
-    words = pc.utf8_split_whitespace(normal)
+    words = _words_of_tokens(distinct, params)
     word_values = pc.list_flatten(words)
-    nonempty = pc.greater(pc.binary_length(word_values), 0)  # Arrow splits " a " into "", "a", ""
+    nonempty = pc.greater(pc.binary_length(word_values), 0)  # a token of only punctuation: [""]
     word_values = word_values.filter(nonempty)
     parents = pc.list_parent_indices(words).filter(nonempty).to_numpy(zero_copy_only=False)
     word_offsets = np.concatenate([[0], np.cumsum(np.bincount(parents, minlength=len(distinct)))])
