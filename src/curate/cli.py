@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
                        "the ledger); always recorded in run.json")
+    from curate.classify.cli import add_parser as add_classifiers
+
+    add_classifiers(sub)
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
     audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n".join(known_stages()))
         return 0
+    if args.command == "classifiers":
+        from curate.classify.cli import run as run_classifiers
+
+        return run_classifiers(args)
     if args.command == "audit":
         from curate.audit.report import audit_report
         from curate.io.fs import Location
