@@ -52,7 +52,7 @@ class Classifier:
 
 
 _BUILTIN: dict[str, type[Classifier]] = {}
-_BUILTIN_MODULES = ("curate.classify.fasttext",)
+_BUILTIN_MODULES = ("curate.classify.fasttext", "curate.classify.transformer")
 
 
 def register_classifier(cls: type[Classifier]) -> type[Classifier]:

@@ -35,8 +35,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                 ("min-count", 1, int), ("seed", 0, int), ("max-chars", None, int)):
         ft.add_argument(f"--{name}", type=kind, default=default, help=f"fastText option (default {default})")
 
+    tr = kinds.add_parser("transformer", help="a softmax head on MiniLM sentence embeddings (GPU if present)")
+    tr.add_argument("--positive", nargs="+", default=[], help="positive texts")
+    tr.add_argument("--negative", nargs="+", default=[], help="negative texts")
+    tr.add_argument("--labelled", nargs="+", default=[], help="texts with a label field")
+    tr.add_argument("--positive-label", default="hq", help="label given to --positive texts")
+    tr.add_argument("--negative-label", default="lq", help="label given to --negative texts")
+    tr.add_argument("--out", required=True, help="model folder to write (head.safetensors + config.json)")
+    tr.add_argument("--l2", type=float, default=1e-3, help="weight decay of the head")
+    tr.add_argument("--max-length", type=int, default=256, help="tokens per document")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _data_options(tr)
+
     ev = commands.add_parser("eval", help="precision/recall/F1/ROC-AUC on labelled texts")
-    ev.add_argument("model", help="a model file (fastText .bin/.ftz)")
+    ev.add_argument("model", help="a model: fastText .bin/.ftz file, or a transformer model folder")
     ev.add_argument("--labelled", nargs="+", required=True, help="JSONL/Parquet with text and label fields")
     ev.add_argument("--positive-label", default=None, help="binary: the model label that means positive "
                     "(default: the model's first label)")
@@ -47,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _data_options(ev)
 
     pr = commands.add_parser("predict", help="score texts into a Parquet file: id, text, one column per label")
-    pr.add_argument("model", help="a model file (fastText .bin/.ftz)")
+    pr.add_argument("model", help="a model: fastText .bin/.ftz file, or a transformer model folder")
     pr.add_argument("inputs", nargs="+", help="JSONL/Parquet/plain text, globs, folders")
     pr.add_argument("--output", "-o", required=True, help="Parquet file to write")
     pr.add_argument("--id-field", default="id", help="field holding the id (missing: <file>@<n>)")
@@ -61,12 +73,16 @@ def _data_options(parser: argparse.ArgumentParser, labels: bool = True) -> None:
 
 
 def load_model(path: str) -> Classifier:
-    """A trained model file as a loaded classifier (by its kind: fastText files now)."""
+    """A trained model as a loaded classifier: a transformer model folder, or a fastText file."""
     from curate.classify.fasttext import FastTextClassifier, FastTextParams
+    from curate.classify.transformer import TransformerClassifier, TransformerParams
 
-    if not Path(path).is_file():
+    if Path(path).is_dir():
+        classifier: Classifier = TransformerClassifier(TransformerParams(model=path))
+    elif Path(path).is_file():
+        classifier = FastTextClassifier(FastTextParams(model=path))
+    else:
         raise FileNotFoundError(f"no model at {path}")
-    classifier = FastTextClassifier(FastTextParams(model=path))
     classifier.load()
     return classifier
 
@@ -87,15 +103,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _train(args: argparse.Namespace) -> int:
-    from curate.classify.fasttext import FastTextTraining, train_fasttext
-
+def _examples(args: argparse.Namespace) -> list[tuple[str, str]]:
     if not (args.labelled or (args.positive and args.negative)):
-        raise ValueError("train fasttext: give --positive and --negative, or --labelled")
+        raise ValueError(f"train {args.kind}: give --positive and --negative, or --labelled")
     examples: list[tuple[str, str]] = []
     examples += [(args.positive_label, t) for t in read_texts(args.positive, args.text_field)]
     examples += [(args.negative_label, t) for t in read_texts(args.negative, args.text_field)]
     examples += list(read_labelled(args.labelled, args.text_field, args.label_field))
+    return examples
+
+
+def _train(args: argparse.Namespace) -> int:
+    examples = _examples(args)
+    if args.kind == "transformer":
+        from curate.classify.transformer import Encoder, EncoderParams, fit_head, save_head
+
+        encoder = Encoder(EncoderParams(device=args.device, max_length=args.max_length))
+        head = fit_head(encoder.encode([t for _, t in examples]), [label for label, _ in examples], l2=args.l2)
+        save_head(head, args.out, args.max_length)
+        print(f"trained {args.out}: {len(examples)} texts, labels {head.labels} (MiniLM on {encoder.device})")
+        return 0
+    from curate.classify.fasttext import FastTextTraining, train_fasttext
+
     training = FastTextTraining(epoch=args.epoch, lr=args.lr, dim=args.dim, wordNgrams=args.word_ngrams,
                                 minCount=args.min_count, seed=args.seed, max_chars=args.max_chars)
     model = train_fasttext(examples, args.out, training)

@@ -37,11 +37,17 @@ class ClassifyParams(StageParams):
     options: dict[str, Any] = Field(default_factory=dict, description="the classifier's own parameters")
     keep: str | None = Field(None, description="keep documents where '<column> <op> <number>' holds, e.g. "
                              "'quality_hq >= 0.3'; others are removed with the rule as reason; unset: score only")
+    embeddings: bool = Field(False, description="also keep each document's embedding as <name>_embedding "
+                             "(classifiers that score from embeddings: transformer, embedding_topics)")
 
     @model_validator(mode="after")
     def _check(self) -> ClassifyParams:
+        from curate.classify.transformer import EmbeddingClassifier
+
         cls = get_classifier(self.classifier)
         cls.Params(**self.options)  # a bad option is a configuration error now, not a failed unit later
+        if self.embeddings and not issubclass(cls, EmbeddingClassifier):
+            raise ValueError(f"embeddings: classifier {self.classifier!r} does not score from embeddings")
         if self.keep is not None:
             column, _, _ = parse_rule(self.keep)
             if not column.startswith(f"{self.name}_"):
@@ -62,8 +68,8 @@ class Classify(DocumentStage):
         super().__init__(params)
         cls = get_classifier(self.params.classifier)
         self.name = self.params.name  # one stage per classifier in a pipeline, each with its own removed/
-        self.resources = cls.resources
         self.classifier: Classifier = cls(cls.Params(**self.params.options))
+        self.resources = self.classifier.resources  # a GPU classifier gets a step and actor pool of its own
         self.rule = parse_rule(self.params.keep) if self.params.keep else None
 
     def setup(self) -> None:
@@ -79,10 +85,20 @@ class Classify(DocumentStage):
     def process(self, batch: pa.Table) -> pa.Table:
         texts = batch["text"].to_pylist()
         size = self.classifier.batch_size
-        parts = [self.classifier.score(texts[i:i + size]) for i in range(0, len(texts), size)]
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+        if self.params.embeddings:
+            vectors = [self.classifier.encode(chunk) for chunk in chunks]
+            parts = [self.classifier.score_embeddings(v) for v in vectors]
+        else:
+            parts = [self.classifier.score(chunk) for chunk in chunks]
         for label, column in zip(self.classifier.labels(), self.columns, strict=True):
             values = np.concatenate([p[label] for p in parts]) if parts else np.zeros(0)
             batch = batch.append_column(pa.field(column, pa.float64()), pa.array(values, pa.float64()))
+        if self.params.embeddings:
+            matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+            width = matrix.shape[1] if matrix.size else 384
+            column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), width)
+            batch = batch.append_column(f"{self.name}_embedding", column)
         if self.rule is None:
             return batch
         column, op, value = self.rule

