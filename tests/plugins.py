@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from curate.classify import Classifier, ClassifierParams
 from curate.io.fs import file_id
 from curate.schema import set_column
 from curate.stage import DocumentStage, GlobalStage, Resources, ShuffleRound, StageParams
@@ -155,3 +156,33 @@ class HostCap(GlobalStage):
                                       "score": pc.cast(hit["docs"], pa.float64()),
                                       "threshold": pa.repeat(float(self.params.max_docs), hit.num_rows),
                                       "_unit": hit["_unit"], "host_cap_docs": hit["docs"]})}
+
+
+class CountingParams(ClassifierParams):
+    count_dir: str = Field(..., description="each load() writes a file named after its process here")
+    gpus: float = 0.5
+
+
+class CountingClassifier(Classifier):
+    """Scores text length and records every load(): a model must load once per actor, not per unit."""
+
+    name = "counting"
+    Params = CountingParams
+
+    @property
+    def resources(self) -> Resources:  # type: ignore[override]
+        return Resources(cpus=1.0, gpus=self.params.gpus)
+
+    def load(self) -> None:
+        folder = Path(self.params.count_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"load-{os.getpid()}", "a") as f:
+            f.write("loaded\n")
+
+    def labels(self) -> list[str]:
+        return ["long"]
+
+    def score(self, texts) -> dict:
+        import numpy as np
+
+        return {"long": np.array([min(len(t or "") / 10_000, 1.0) for t in texts])}

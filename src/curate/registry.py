@@ -36,28 +36,37 @@ def get_stage(name: str) -> StageClass:
         module, _, attr = name.partition(":")
         return _checked(name, lambda: getattr(importlib.import_module(module), attr))
     if name not in _STAGES:
-        points = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+        points = _entry_points()
         if name in points:
-            return _checked(name, points[name].load)
+            cls = _checked(name, points[name].load)
+            if cls.name != name:
+                raise UnknownStageError(f"entry point {name!r} names {points[name].value}, whose stage name is "
+                                        f"{cls.name!r}: the two must agree (it names columns and removed/)")
+            return cls
         close = difflib.get_close_matches(name, [*_STAGES, *points], n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UnknownStageError(f"unknown stage {name!r}{hint}; known stages: {', '.join(sorted(_STAGES))}")
     return _STAGES[name]
 
 
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def _checked(name: str, load) -> StageClass:
     try:
         cls = load()
-    except (ImportError, AttributeError) as exc:
-        raise UnknownStageError(f"cannot load plug-in stage {name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported by name, not as a traceback
+        raise UnknownStageError(f"cannot load plug-in stage {name!r}: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, (DocumentStage, GlobalStage, Reader))):
         raise UnknownStageError(f"{name!r} is not a Reader, DocumentStage or GlobalStage subclass")
     return cls
 
 
 def known_stages() -> list[str]:
+    """Built-in stage names and those of installed plug-ins (``curate.stages`` entry points)."""
     _load_builtins()
-    return sorted(_STAGES)
+    return sorted({*_STAGES, *_entry_points()})
 
 
 def _load_builtins() -> None:

@@ -82,8 +82,7 @@ def plan_steps(pipeline: Pipeline) -> list[Step]:
         last = steps[-1]
         if isinstance(stage, GlobalStage):
             steps.append(Step(len(steps), "global", [stage]))
-        elif last.kind == "global" or (any(isinstance(s, DocumentStage) for s in last.stages)
-                                       and stage.resources != last.resources):
+        elif last.kind == "global" or stage.resources != last.resources:  # a GPU stage never joins the reader
             steps.append(Step(len(steps), "documents", [stage]))
         else:
             last.stages.append(stage)

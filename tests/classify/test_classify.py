@@ -170,3 +170,11 @@ def test_a_fasttext_topic_model_separates_real_subreddits(shared_data: Path, tmp
           f"accuracy {report['accuracy']:.3f}")
     assert set(report["per_label"]) == {"gaming", "worldnews", "books", "programming"}
     assert report["macro_f1"] > 0.7
+
+
+def test_a_rule_naming_an_unknown_topic_fails_at_configuration_time(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("stages:\n  - jsonl_read: {}\n  - classify: {classifier: embedding_topics, name: topic, "
+                        "options: {topics: {gaming: [video games]}}, keep: 'topic_gamin < 0.5'}\n")
+    with pytest.raises(ConfigError, match="no such score; this classifier gives topic_gaming"):
+        load_pipeline(pipeline)

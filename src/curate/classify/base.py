@@ -47,6 +47,12 @@ class Classifier:
         """The labels :meth:`score` returns (known after :meth:`load`; the score columns' suffixes)."""
         raise NotImplementedError
 
+    @classmethod
+    def declared_labels(cls, params: ClassifierParams) -> list[str] | None:
+        """The labels, when the options alone say them (topics named in YAML): a ``keep`` rule naming another
+        is then a configuration error, not a failed run. None: known only once the model is loaded."""
+        return None
+
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 

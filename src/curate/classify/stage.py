@@ -45,7 +45,8 @@ class ClassifyParams(StageParams):
         from curate.classify.transformer import EmbeddingClassifier
 
         cls = get_classifier(self.classifier)
-        cls.Params(**self.options)  # a bad option is a configuration error now, not a failed unit later
+        options = cls.Params(**self.options)  # a bad option is a configuration error now, not a failed unit later
+        declared = cls.declared_labels(options)
         if self.embeddings and not issubclass(cls, EmbeddingClassifier):
             raise ValueError(f"embeddings: classifier {self.classifier!r} does not score from embeddings")
         if self.keep is not None:
@@ -53,6 +54,9 @@ class ClassifyParams(StageParams):
             if not column.startswith(f"{self.name}_"):
                 raise ValueError(f"keep rule {self.keep!r}: the column must be one of this stage's scores "
                                  f"({self.name}_<label>)")
+            if declared is not None and column.removeprefix(f"{self.name}_") not in declared:
+                raise ValueError(f"keep rule {self.keep!r}: no such score; this classifier gives "
+                                 f"{', '.join(f'{self.name}_{label}' for label in declared)}")
         return self
 
 
@@ -74,7 +78,12 @@ class Classify(DocumentStage):
 
     def setup(self) -> None:
         self.classifier.load()
-        self.columns = [f"{self.name}_{label}" for label in self.classifier.labels()]
+        labels = self.classifier.labels()
+        bad = [label for label in labels if not re.fullmatch(r"\w+", label)]
+        if bad:
+            raise ValueError(f"classifier {self.params.classifier!r} has labels {bad} that cannot name a column "
+                             "(letters, digits and _ only)")
+        self.columns = [f"{self.name}_{label}" for label in labels]
         if self.rule and self.rule[0] not in self.columns:
             raise ValueError(f"keep rule {self.params.keep!r}: no such score; this classifier gives "
                              f"{', '.join(self.columns)}")

@@ -271,6 +271,10 @@ class EmbeddingTopics(EmbeddingClassifier):
     Params = TopicParams
     params: TopicParams
 
+    @classmethod
+    def declared_labels(cls, params: TopicParams) -> list[str]:
+        return list(params.topics)
+
     def load(self) -> None:
         super().load()
         names = list(self.params.topics)
