@@ -45,7 +45,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 
 from curate.classify.data import read_labelled, read_texts
 from curate.classify.fasttext import FastTextClassifier, FastTextParams, FastTextTraining, train_fasttext
@@ -60,21 +59,10 @@ DEFAULT_DATA = Path(os.environ.get("CURATE_SHARED_DATA", Path(__file__).resolve(
 #: median is 1,443 characters, its quartiles 696 and 2,802), clipped to [MIN_CHUNK, MAX_CHUNK].
 CHUNK_MEDIAN, CHUNK_SIGMA, MIN_CHUNK, MAX_CHUNK = 1500.0, 0.8, 300, 8000
 
-class Training(FastTextTraining):
-    """curate's fastText options plus ``bucket``, the rows of the hashed word-bigram table.
-
-    :class:`~curate.classify.fasttext.FastTextTraining` does not expose ``bucket``, so fastText's default of
-    2,000,000 rows applies: at dim 100 that is an 814 MB model for 2,000 training chunks. A few thousand
-    chunks have well under 200,000 distinct bigrams, so 200,000 rows keep collisions rare at 1/10 the size.
-    """
-
-    bucket: int = Field(200_000, ge=1, description="hashed n-gram rows (fastText's default: 2,000,000)")
-
-
 #: fastText settings: DCLM's wordNgrams 2 (unigrams alone hit fastText's NaN failure on small data,
 #: ../shared/notes/dependencies.md), more epochs than DCLM's 3 because this corpus is a few thousand
 #: chunks, not millions of documents.
-TRAINING = Training(epoch=10, lr=0.1, dim=100, wordNgrams=2, minCount=2, thread=1, seed=0, bucket=200_000)
+TRAINING = FastTextTraining(epoch=10, lr=0.1, dim=100, wordNgrams=2, minCount=2, thread=1, seed=0, bucket=200_000)
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:

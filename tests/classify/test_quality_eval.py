@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.classify.fasttext import FastTextClassifier, FastTextParams, fasttext_line, train_fasttext
+from curate.classify.fasttext import FastTextClassifier, FastTextParams, FastTextTraining, fasttext_line, train_fasttext
 from curate.classify.metrics import roc_auc
 from curate.schema import conform
 from curate.stages.heuristics import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
@@ -79,10 +79,9 @@ def _recipe():
 
 wikipedia_quality = _recipe()
 
-#: The fastText tutorial's settings (see the module docstring); bucket as in the recipe (its Training class
-#: explains why curate's default of 2,000,000 rows is not used).
-LABEL_TRAINING = wikipedia_quality.Training(epoch=25, lr=1.0, dim=100, wordNgrams=2, minCount=1, thread=1, seed=0,
-                                            bucket=200_000)
+#: The fastText tutorial's settings (see the module docstring).
+LABEL_TRAINING = FastTextTraining(epoch=25, lr=1.0, dim=100, wordNgrams=2, minCount=1, thread=1, seed=0,
+                                  bucket=200_000)
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -272,3 +271,34 @@ def test_label_trained_fasttext_beats_the_best_heuristic(fasttext_cv, heuristic_
     assert wins >= FOLDS - 1, (fasttext_cv["folds"], heuristic_cv["folds"])
     # closeness to Wikipedia is a weaker proxy for what annotators call quality than the labels
     assert fasttext_cv["mean"] > recipe["auc"] + MIN_FASTTEXT_MARGIN
+
+
+# --- the MiniLM head on the labels ------------------------------------------------------------------------
+
+#: Measured 0.757 (folds 0.72-0.81) with the defaults (256 tokens, l2 1e-3), nothing tuned on these documents;
+#: a log-length feature beside the embedding reached 0.80 and 512 tokens 0.78 in exploration, still short of
+#: the 0.85 aim: the embedding is length-normalised, and length is the annotators' strongest cue here.
+MIN_MINILM_CV_AUC = 0.72
+
+
+@pytest.fixture(scope="module")
+def minilm_cv(labelled, folds) -> dict:
+    from curate.classify.transformer import Encoder, EncoderParams, fit_head
+
+    start = time.perf_counter()
+    embeddings = Encoder(EncoderParams(device="auto")).encode(labelled["texts"])
+    aucs = []
+    for fold in range(FOLDS):
+        train, test = folds != fold, folds == fold
+        head = fit_head(embeddings[train], ["hq" if v else "lq" for v in labelled["y"][train]])
+        aucs.append(roc_auc(labelled["y"][test], head.predict(embeddings[test])[:, head.labels.index("hq")]))
+    print(f"\nMiniLM head on the labels, {FOLDS}-fold CV ROC-AUC: " + " ".join(f"{a:.3f}" for a in aucs)
+          + f", mean {np.mean(aucs):.3f} ({time.perf_counter() - start:.1f} s)")
+    return {"folds": aucs, "mean": float(np.mean(aucs))}
+
+
+def test_label_trained_minilm_head_beats_the_best_heuristic(minilm_cv, heuristic_cv):
+    assert minilm_cv["mean"] >= MIN_MINILM_CV_AUC, minilm_cv
+    assert minilm_cv["mean"] > heuristic_cv["mean"], (minilm_cv, heuristic_cv["mean"])
+    wins = sum(m > h for m, h in zip(minilm_cv["folds"], heuristic_cv["folds"], strict=True))
+    assert wins >= FOLDS - 1, (minilm_cv["folds"], heuristic_cv["folds"])

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--out", required=True, help="model file to write (.bin)")
     _data_options(ft)
     for name, default, kind in (("epoch", 5, int), ("lr", 0.1, float), ("dim", 100, int), ("word-ngrams", 2, int),
-                                ("min-count", 1, int), ("seed", 0, int), ("max-chars", None, int)):
+                                ("min-count", 1, int), ("bucket", 200_000, int), ("seed", 0, int),
+                                ("max-chars", None, int)):
         ft.add_argument(f"--{name}", type=kind, default=default, help=f"fastText option (default {default})")
 
     tr = kinds.add_parser("transformer", help="a softmax head on MiniLM sentence embeddings (GPU if present)")
@@ -126,7 +127,8 @@ def _train(args: argparse.Namespace) -> int:
     from curate.classify.fasttext import FastTextTraining, train_fasttext
 
     training = FastTextTraining(epoch=args.epoch, lr=args.lr, dim=args.dim, wordNgrams=args.word_ngrams,
-                                minCount=args.min_count, seed=args.seed, max_chars=args.max_chars)
+                                minCount=args.min_count, bucket=args.bucket, seed=args.seed,
+                                max_chars=args.max_chars)
     model = train_fasttext(examples, args.out, training)
     counts: dict[str, int] = {}
     for label, _ in examples:

@@ -78,6 +78,9 @@ class FastTextTraining(ClassifierParams):
     dim: int = Field(100, ge=1)
     wordNgrams: int = Field(2, ge=1)  # noqa: N815 - fastText's own name
     minCount: int = Field(1, ge=1)  # noqa: N815
+    bucket: int = Field(200_000, ge=1, description="rows of the hashed word-n-gram table; fastText's default "
+                        "2,000,000 makes an 814 MB model at dim 100 however small the data: raise it for "
+                        "millions of training documents")
     loss: str = Field("softmax")
     thread: int = Field(1, ge=1, description="1: deterministic for a given seed")
     seed: int = 0
@@ -104,7 +107,13 @@ def train_fasttext(examples: Iterable[tuple[str, str]], out: str | Path, trainin
             raise ValueError(f"training needs at least two labels with text, got {counts or 'none'}")
         fasttext.FastText.eprint = lambda *args, **kwargs: None
         options = training.model_dump(exclude={"max_chars"})
-        model = fasttext.train_supervised(input=path, verbose=0, **options)
+        try:
+            model = fasttext.train_supervised(input=path, verbose=0, **options)
+        except RuntimeError as exc:
+            if "NaN" not in str(exc):
+                raise
+            raise ValueError(f"fastText training diverged ({exc}) on {counts}: lower lr, raise dim or add "
+                             "data (wordNgrams 2 avoids most of these on small sets)") from exc
     finally:
         os.unlink(path)
     model.save_model(str(out))
