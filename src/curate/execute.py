@@ -623,7 +623,8 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
             sources[key] = [_Memory(f"p{i:05d}", t, key) for i, t in enumerate(outputs[name]) if t.num_rows]
         done.add(round_.name)
         result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
-                             outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()})
+                             outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()},
+                             tables={name: merged[name] for name in round_.collect if name in merged})
         round_ = next_round(rounds, result)
     removals_table = pa.concat_tables(removals, promote_options="permissive") if removals else \
         REMOVALS_SCHEMA.empty_table()

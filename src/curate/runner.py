@@ -467,7 +467,9 @@ class Runner:
             for output, paths in marker["files"].items():
                 key = f"{round_.name}/{output}"
                 sources[key] = [MapUnit(f"{round_.name}.{output}.p{i:05d}", (p,), key) for i, p in enumerate(paths)]
-            result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"])
+            result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"],
+                                 tables={name: self._read_tables(marker["files"][name]) for name in round_.collect
+                                         if name in marker["files"]})
             round_, index = next_round(rounds, result), index + 1
         self._write_report(stage, reports)
         units = [ApplyUnit(k, u, upstream[u].input, expected_key("global", upstream[u].input, upstream[u], digest),
@@ -560,6 +562,13 @@ class Runner:
              f"({size / 1e6:.1f} MB read) -> {dict(outputs)} in {time.time() - t0:.1f}s")
         return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
                 "files": dict(out_files), "removals": dict(removals)}
+
+    def _read_tables(self, paths: list[str]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pa.concat_tables([pq.read_table(f"{self.root}/{p}", filesystem=self.fs) for p in paths],
+                                promote_options="permissive")
 
     def _write_report(self, stage: GlobalStage, paths: list[str]) -> None:
         import pyarrow as pa

@@ -188,6 +188,9 @@ class ShuffleRound:
     reduce: Callable[[pa.Table], dict[str, pa.Table]]
     source: str | tuple[str, ...] = "documents"
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Outputs small enough to hand back whole to the stage's generator (``RoundResult.tables``), so a
+    #: later round can depend on them (a histogram → a threshold); keep them to thousands of rows.
+    collect: tuple[str, ...] = ()
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -201,6 +204,7 @@ class RoundResult:
     partitions: int
     rows_in: int
     outputs: dict[str, int] = field(default_factory=dict)  # output name -> rows
+    tables: dict[str, pa.Table] = field(default_factory=dict)  # the round's ``collect`` outputs, whole
 
 
 def next_round(rounds: Generator[ShuffleRound, RoundResult, None], result: RoundResult) -> ShuffleRound | None:
