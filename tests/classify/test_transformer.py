@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from classify.test_classify import wiki_and_forum
+from classify.test_classify import reddit_documents, wiki_and_forum
 from curate.classify.metrics import roc_auc
 from curate.classify.stage import Classify, ClassifyParams
 from curate.classify.transformer import (Encoder, EncoderParams, EmbeddingTopics, TopicParams, TransformerClassifier,
@@ -23,19 +21,6 @@ from curate.cli import main
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
     return Encoder(EncoderParams(device="cpu", max_length=128))
-
-
-def reddit_documents(shared_data: Path, per_topic: int = 60) -> list[tuple[str, str]]:
-    """(subreddit, four comments of it): documents the size of a thread page."""
-    rows = []
-    for sub in ("gaming", "worldnews", "books", "programming"):
-        raw = gzip.decompress((shared_data / "text" / "reddit-2015" / f"{sub}_2015-04-07.json.gz").read_bytes())
-        text = raw.decode("utf-8").strip()
-        pairs = json.loads("[" + text[2:] if text.startswith("[,") else text)  # the upstream "[," quirk
-        answers = sorted({p["answer"] for p in pairs if len(p["answer"].split()) >= 5})
-        random.Random(1).shuffle(answers)
-        rows += [(sub, "\n".join(answers[i:i + 4])) for i in range(0, len(answers), 4)][:per_topic]
-    return rows
 
 
 def test_embeddings_equal_sentence_transformers_whatever_the_batch_order(shared_data: Path, encoder: Encoder) -> None:

@@ -24,29 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a classifier")
     kinds = train.add_subparsers(dest="kind", required=True)
     ft = kinds.add_parser("fasttext", help="fastText (DCLM-style quality, or topics from a label field)")
-    ft.add_argument("--positive", nargs="+", default=[], help="positive texts: JSONL/Parquet/plain text, globs, kept/")
-    ft.add_argument("--negative", nargs="+", default=[], help="negative texts (e.g. a crawl's kept/ folder)")
-    ft.add_argument("--labelled", nargs="+", default=[], help="texts with a label field (any number of labels)")
-    ft.add_argument("--positive-label", default="hq", help="label given to --positive texts")
-    ft.add_argument("--negative-label", default="lq", help="label given to --negative texts")
-    ft.add_argument("--out", required=True, help="model file to write (.bin)")
-    _data_options(ft)
+    _training_inputs(ft, "model file to write (.bin)")
     for name, default, kind in (("epoch", 5, int), ("lr", 0.1, float), ("dim", 100, int), ("word-ngrams", 2, int),
                                 ("min-count", 1, int), ("bucket", 200_000, int), ("seed", 0, int),
                                 ("max-chars", None, int)):
         ft.add_argument(f"--{name}", type=kind, default=default, help=f"fastText option (default {default})")
 
     tr = kinds.add_parser("transformer", help="a softmax head on MiniLM sentence embeddings (GPU if present)")
-    tr.add_argument("--positive", nargs="+", default=[], help="positive texts")
-    tr.add_argument("--negative", nargs="+", default=[], help="negative texts")
-    tr.add_argument("--labelled", nargs="+", default=[], help="texts with a label field")
-    tr.add_argument("--positive-label", default="hq", help="label given to --positive texts")
-    tr.add_argument("--negative-label", default="lq", help="label given to --negative texts")
-    tr.add_argument("--out", required=True, help="model folder to write (head.safetensors + config.json)")
+    _training_inputs(tr, "model folder to write (head.safetensors + config.json)")
     tr.add_argument("--l2", type=float, default=1e-3, help="weight decay of the head")
     tr.add_argument("--max-length", type=int, default=256, help="tokens per document")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    _data_options(tr)
 
     ev = commands.add_parser("eval", help="precision/recall/F1/ROC-AUC on labelled texts")
     ev.add_argument("model", help="a model: fastText .bin/.ftz file, or a transformer model folder")
@@ -65,6 +53,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--output", "-o", required=True, help="Parquet file to write")
     pr.add_argument("--id-field", default="id", help="field holding the id (missing: <file>@<n>)")
     _data_options(pr, labels=False)
+
+
+def _training_inputs(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--positive", nargs="+", default=[], help="positive texts: JSONL/Parquet/plain text (a "
+                        "line each), globs, folders such as a run's kept/")
+    parser.add_argument("--negative", nargs="+", default=[], help="negative texts (e.g. a crawl's kept/ folder)")
+    parser.add_argument("--labelled", nargs="+", default=[], help="texts with a label field (any number of labels)")
+    parser.add_argument("--positive-label", default="hq", help="label given to --positive texts")
+    parser.add_argument("--negative-label", default="lq", help="label given to --negative texts")
+    parser.add_argument("--out", required=True, help=out)
+    _data_options(parser)
 
 
 def _data_options(parser: argparse.ArgumentParser, labels: bool = True) -> None:
