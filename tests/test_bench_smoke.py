@@ -22,6 +22,15 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" /
 #: Per bench, patterns its smoke output must contain: the lines a reader of a full run looks at.
 EXPECTED = {
     "build_corpus": [r"24 responses \(12 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
+    "classify": [
+        r"device: cpu \(no CUDA\)|device: cuda \(",
+        r"bare torch: 100 docs, \d+\.\d docs/s \(\d+\.\d s = load \(torch import \+ model\) \d+\.\d \+ tokenise",
+        r"curate run end to end: \d+\.\d s, \d+\.\d docs/s",
+        r"curate classify step: 100 docs, \d+\.\d docs/s in the stage",
+        r"ratio curate/bare: \d+\.\d\d",
+        r"same computation: stage scores vs the head on bare embeddings, max \|diff\| \d\.\de-\d\d, same label 100\.0%",
+        r"GPU busy: n/a \(cpu\)|GPU busy \(",
+    ],
     "dedup": [
         r"truth \(exact J >= 0\.8 on word 5-gram shingles, curate\.dedup\.minhash\.reference_shingles\): [1-9]\d* pairs",
         r"datatrove: 2000 docs, \d+\.\d docs/s, \d+\.\d\d MB/s per core, peak RSS per worker [1-9]\d* MB",
