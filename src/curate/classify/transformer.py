@@ -31,6 +31,9 @@ from curate.stage import Resources
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "config.json"
 HEAD_KIND = "curate-transformer-head/v1"
+#: Characters kept per token of max_length before tokenising (generous: a truncated text must still give
+#: max_length tokens; measured pieces average ~4 characters on web text).
+CHARS_PER_TOKEN_BOUND = 12
 
 
 def encoder_path() -> str:
@@ -93,11 +96,13 @@ class Encoder:
         """(documents × 384) float32 embeddings, L2-normalised, in the order of ``texts``."""
         import torch
 
-        texts = [t or "" for t in texts]
+        # a document longer than this cannot fill more than max_length tokens (WordPiece pieces are rarely
+        # under 2 characters with their spaces): cut it first, so a 100 kB page is not tokenised whole
+        limit = self.params.max_length * CHARS_PER_TOKEN_BOUND
+        texts = [(t or "")[:limit] for t in texts]
         if not texts:
             return np.zeros((0, self.model.config.hidden_size), np.float32)
-        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort([len(t) for t in texts], kind="stable")  # by characters: no extra tokenising pass
         size = self.params.batch_size
         chunks = [[texts[i] for i in order[k:k + size]] for k in range(0, len(texts), size)]
         out = np.empty((len(texts), self.model.config.hidden_size), np.float32)
