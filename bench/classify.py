@@ -158,7 +158,6 @@ class Bare:
     load_s: float
     tokenise_s: float
     forward_s: float
-    length_pass_s: float  # the encoder's extra tokenisation for sorting, timed apart: not in the loop
     lengths: list[int] = field(default_factory=list)  # tokens per document, special tokens included
     forward_window: tuple[float, float] = (0.0, 0.0)
 
@@ -177,8 +176,7 @@ def call_groups(parts: list[list[int]], call: int) -> list[list[int]]:
     return [indices[k:k + call] for indices in parts for k in range(0, len(indices), call)]
 
 
-def bare_loop(texts: list[str], groups: list[list[int]], device: str, max_length: int, batch_size: int,
-              length_pass: bool = True) -> Bare:
+def bare_loop(texts: list[str], groups: list[list[int]], device: str, max_length: int, batch_size: int) -> Bare:
     import torch
 
     t0 = time.perf_counter()
@@ -205,9 +203,7 @@ def bare_loop(texts: list[str], groups: list[list[int]], device: str, max_length
         for group in groups:
             t0 = time.perf_counter()
             encodings = tokenizer.encode_batch([texts[i] or "" for i in group])
-            # Sorted by length with special tokens; the encoder sorts by length without them. Both orders
-            # are by length, differing only among documents cut at max_length, which pad to the same width:
-            # the same padded shapes batch for batch.
+            # Sorted by exact token counts: the ideal padding (the encoder sorts by characters, close to it).
             order = np.argsort([len(e.ids) for e in encodings], kind="stable")
             batches = []
             for k in range(0, len(group), batch_size):
@@ -234,14 +230,10 @@ def bare_loop(texts: list[str], groups: list[list[int]], device: str, max_length
             tokenise_s += t1 - t0
             forward_s += t2 - t1
     window = (window_start, time.time())
-    t0 = time.perf_counter()
-    for group in groups if length_pass else ():  # what Encoder.encode does first, to sort: a tokenisation of its own
-        tokenizer.encode_batch([texts[i] or "" for i in group], add_special_tokens=False)
-    length_pass_s = time.perf_counter() - t0
     del model
     if device == "cuda":
         torch.cuda.empty_cache()  # the curate run's actor gets the whole GPU
-    return Bare(out, load_s, tokenise_s, forward_s, length_pass_s, lengths, window)
+    return Bare(out, load_s, tokenise_s, forward_s, lengths, window)
 
 
 def padding_line(lengths: list[int], groups: list[list[int]], batch_size: int) -> str:
@@ -403,7 +395,7 @@ def main() -> int:
         cur = run_curate(sorted((folder / "input").glob("part-*.jsonl")), model, folder / "out", workers,
                          args.max_length, args.batch_size, head.labels)
         # Again after curate, so drift on a shared machine shows; its load is the first one's (imports now warm).
-        again = bare_loop(texts, groups, device, args.max_length, args.batch_size, length_pass=False)
+        again = bare_loop(texts, groups, device, args.max_length, args.batch_size)
         again.load_s = bare.load_s
 
     bare_rate = (docs_n / bare.seconds + docs_n / again.seconds) / 2
@@ -425,9 +417,8 @@ def main() -> int:
           f"after, each with one model load; goal >= 0.8; against the run before {stage_rate * bare.seconds / docs_n:.2f}"
           f", after {stage_rate * again.seconds / docs_n:.2f}); step 1 / bare: "
           f"{stage['in'] / p['step1_s'] / bare_rate:.2f}")
-    print(f"  the encoder tokenises every call twice (lengths to sort, then ids): the extra pass took "
-          f"{bare.length_pass_s:.1f} s in this process ({bare.length_pass_s / bare.seconds:.0%} of the bare loop); "
-          f"its next mini-batch is tokenised in a thread while the model runs")
+    print("  the bare loop sorts each call by exact token counts; the encoder by characters (no second tokenising "
+          "pass) and tokenises its next mini-batch in a thread while the model runs")
 
     expected = head.predict(bare.embeddings)
     diffs = [np.abs(cur.scores[d[0]] - expected[i]).max() for i, d in enumerate(docs) if d[0] in cur.scores]

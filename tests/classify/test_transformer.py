@@ -59,12 +59,13 @@ def test_a_trained_head_separates_held_out_text_and_round_trips_without_pickle(s
     head = fit_head(encoder.encode(train), ["hq"] * 30 + ["lq"] * 30)
     save_head(head, tmp_path / "model", max_length=128)
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "head.safetensors"]
-    classifier = TransformerClassifier(TransformerParams(model=str(tmp_path / "model"), device="cpu", max_length=128))
+    classifier = TransformerClassifier(TransformerParams(model=str(tmp_path / "model"), device="cpu"))
     classifier.load()
+    assert classifier.encoder.params.max_length == 128  # what the head was trained with
     scores = classifier.score(test)
     assert classifier.labels() == ["hq", "lq"] and np.allclose(scores["hq"] + scores["lq"], 1, atol=1e-5)
     assert roc_auc(np.array([True] * 30 + [False] * 30), scores["hq"]) > 0.95
-    assert np.allclose(load_head(tmp_path / "model").weight, head.weight)
+    assert np.allclose(load_head(tmp_path / "model")[0].weight, head.weight)
 
 
 def test_zero_shot_topics_rank_the_right_subreddit_first(shared_data: Path) -> None:

@@ -167,6 +167,8 @@ class EmbeddingClassifier(Classifier):
 
 class TransformerParams(EncoderParams):
     model: str = Field(description="a folder written by `curate classifiers train transformer`")
+    max_length: int | None = Field(None, ge=8, le=512, description="tokens per document; default: what the head "
+                                   "was trained with")
 
 
 @register_classifier
@@ -178,8 +180,9 @@ class TransformerClassifier(EmbeddingClassifier):
     params: TransformerParams
 
     def load(self) -> None:
-        self.head = load_head(self.params.model)
-        super().load()
+        self.head, trained_with = load_head(self.params.model)
+        params = self.params if self.params.max_length else self.params.model_copy(update={"max_length": trained_with})
+        self.encoder = Encoder(params)
 
     def labels(self) -> list[str]:
         return list(self.head.labels)
@@ -242,7 +245,8 @@ def save_head(head: Head, folder: str | Path, max_length: int) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
-def load_head(folder: str | Path) -> Head:
+def load_head(folder: str | Path) -> tuple[Head, int]:
+    """The head and the max_length it was trained with."""
     from safetensors.numpy import load_file
 
     folder = Path(folder)
@@ -252,7 +256,7 @@ def load_head(folder: str | Path) -> Head:
     if config.get("kind") != HEAD_KIND:
         raise ValueError(f"{folder}: unknown model kind {config.get('kind')!r}")
     tensors = load_file(str(folder / HEAD_FILE))
-    return Head(config["labels"], tensors["weight"], tensors["bias"])
+    return Head(config["labels"], tensors["weight"], tensors["bias"]), int(config["max_length"])
 
 
 # ---- zero-shot topics ----------------------------------------------------------------------------------
