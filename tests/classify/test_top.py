@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from classify.test_classify import wiki_and_forum
+
 from curate.classify.top import KeepTop, KeepTopParams, key_value, order_keys
 from curate.cli import main
 from curate.execute import run_rounds_locally

@@ -9,12 +9,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from classify.test_classify import reddit_documents, wiki_and_forum
+
 from curate.classify.metrics import roc_auc
 from curate.classify.stage import Classify, ClassifyParams
-from curate.classify.transformer import (Encoder, EncoderParams, EmbeddingTopics, TopicParams, TransformerClassifier,
-                                         TransformerParams, fit_head, load_head, save_head)
+from curate.classify.transformer import (
+    EmbeddingTopics,
+    Encoder,
+    EncoderParams,
+    TopicParams,
+    TransformerClassifier,
+    TransformerParams,
+    fit_head,
+    load_head,
+    save_head,
+)
 from curate.cli import main
 
 

@@ -13,8 +13,15 @@ import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from curate.dedup.minhash import MinHashDedup, MinHashParams, band_keys, explain, reference_shingles, \
-    shingle_hashes, signatures
+from curate.dedup.minhash import (
+    MinHashDedup,
+    MinHashParams,
+    band_keys,
+    explain,
+    reference_shingles,
+    shingle_hashes,
+    signatures,
+)
 from curate.execute import PARTITION_COLUMN, run_rounds_locally
 from curate.stage import ShuffleRound
 

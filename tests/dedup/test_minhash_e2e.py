@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from datasketch import LeanMinHash, MinHash
+from dedup.test_exact import write_warc
+from test_runner import cli_env, kill_9_at
 
 from curate.cli import main
 from curate.dedup.minhash import MinHashParams, reference_shingles
-from dedup.test_exact import write_warc
-from test_runner import cli_env, kill_9_at
 
 pytestmark = pytest.mark.e2e
 

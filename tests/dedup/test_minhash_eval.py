@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from dedup.neardup_set import build_eval_set, jaccard_pairs
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curate.dedup.minhash import MinHashDedup, MinHashParams, reference_shingles
 from curate.execute import run_rounds_locally
-from dedup.neardup_set import build_eval_set, jaccard_pairs
 
 PARAMS = MinHashParams(threshold=0.8, verify=True)
 THRESHOLD = 0.8

@@ -37,10 +37,10 @@ class Classifier:
     def __init__(self, params: ClassifierParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def load(self) -> None:  # noqa: B027 - optional hook
+    def load(self) -> None:
         """Load the model (once per worker)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release what :meth:`load` acquired."""
 
     def labels(self) -> list[str]:
@@ -98,7 +98,7 @@ def get_classifier(name: str) -> type[Classifier]:
     if name in points:
         try:
             cls = points[name].load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported by name, not as a traceback
+        except Exception as exc:  # a broken plug-in is reported by name, not as a traceback
             raise UnknownClassifierError(f"classifier {name!r} (entry point {points[name].value}) fails to load: "
                                          f"{type(exc).__name__}: {exc}") from exc
     elif ":" in name:

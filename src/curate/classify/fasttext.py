@@ -76,8 +76,8 @@ class FastTextTraining(ClassifierParams):
     epoch: int = Field(5, ge=1)
     lr: float = Field(0.1, gt=0)
     dim: int = Field(100, ge=1)
-    wordNgrams: int = Field(2, ge=1)  # noqa: N815 - fastText's own name
-    minCount: int = Field(1, ge=1)  # noqa: N815
+    wordNgrams: int = Field(2, ge=1)
+    minCount: int = Field(1, ge=1)
     bucket: int = Field(200_000, ge=1, description="rows of the hashed word-n-gram table; fastText's default "
                         "2,000,000 makes an 814 MB model at dim 100 however small the data: raise it for "
                         "millions of training documents")

@@ -32,6 +32,6 @@ def binary_report(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"n": int(len(labels)), "positives": int(labels.sum()), "threshold": threshold, "precision": precision,
+    return {"n": len(labels), "positives": int(labels.sum()), "threshold": threshold, "precision": precision,
             "recall": recall, "f1": f1, "accuracy": float((predicted == labels).mean()),
             "roc_auc": roc_auc(labels, scores)}

@@ -405,7 +405,6 @@ class MinHashDedup(GlobalStage):
     # -- 1. signatures
 
     def map_signatures(self, unit: UnitData) -> pa.Table:
-        p = self.params
         if unit.source.endswith("_kept"):  # an earlier run's kept documents: their ids only
             ids = unit.read(["id"])["id"]
             return pa.table({"key": _earlier_keys(unit.source, ids), "id": ids,
