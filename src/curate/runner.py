@@ -450,20 +450,21 @@ class Runner:
         sources: dict[str, list[MapUnit]] = {"documents": [self._snapshot(u, k) for u in sorted(upstream)]}
         removals: dict[str, list[str]] = defaultdict(list)
         reports: list[str] = []
+        done: set[str] = set()  # rounds run so far
         rounds = stage.rounds()
         round_, index = next(rounds, None), 0
         while round_ is not None:
             name = f"{index:02d}-{round_.name}"
             marker = markers.get(name)
             if marker is None:
-                marker = self._run_round(pool, step, round_, f"{rounds_dir}/{name}", sources, digest)
+                marker = self._run_round(pool, step, round_, f"{rounds_dir}/{name}", sources, done, digest)
                 write_text_atomic(self.fs, f"{self.root}/{rounds_dir}/{name}.json", json.dumps(marker))
             else:
                 log(f"resume: {stage.name} round {name} already done, reusing it")
             for owner, paths in marker["removals"].items():
                 removals[owner] += paths
             reports += marker["files"].get("report", [])
-            sources.setdefault(round_.name, [])  # the round ran: its outputs that wrote nothing are empty
+            done.add(round_.name)  # the round ran: an output of it that wrote nothing is empty, not unknown
             for output, paths in marker["files"].items():
                 key = f"{round_.name}/{output}"
                 sources[key] = [MapUnit(f"{round_.name}.{output}.p{i:05d}", (p,), key) for i, p in enumerate(paths)]
@@ -506,7 +507,7 @@ class Runner:
         return markers
 
     def _run_round(self, pool: Pool, step: Step, round_: ShuffleRound, round_dir: str,
-                   sources: dict[str, list[MapUnit]], digest: str) -> dict[str, Any]:
+                   sources: dict[str, list[MapUnit]], done: set[str], digest: str) -> dict[str, Any]:
         stage: GlobalStage = step.stages[0]
         if self.fs.exists(f"{self.root}/{round_dir}"):
             self.fs.rm(f"{self.root}/{round_dir}", recursive=True)  # an interrupted attempt of this round
@@ -517,12 +518,11 @@ class Runner:
                 raise GlobalStageError(f"{stage.name}: round {round_.name!r}: {exc}") from exc
             key = f"input:{name}"
             sources[key] = [MapUnit(f"{name}.in{i:05d}", (uri,), key, external=True) for i, uri in enumerate(uris)]
-        finished = {name.split("/")[0] for name in sources}
-        missing = [s for s in round_.sources if s not in sources and s.split("/")[0] not in finished]
+        missing = [s for s in round_.sources if s not in sources and s.split("/")[0] not in done]
         if missing:
             raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {missing[0]!r}, which no earlier "
                                    f"round produced (known: {', '.join(sorted(sources))})")
-        units = [u for source in round_.sources for u in sources.get(source, [])]  # a finished round's empty output
+        units = [u for source in round_.sources for u in sources.get(source, [])]
         columns = stage.reads + stage.optional_reads() if round_.sources == ("documents",) else None
         size = 0
         if self.profile.shuffle_partitions:

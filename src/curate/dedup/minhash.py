@@ -508,10 +508,8 @@ class MinHashDedup(GlobalStage):
         key, nbr = _sorted_pairs(group)
         if not len(key):
             return {"edges": _edges(key, nbr)}
-        first = np.concatenate([[True], key[1:] != key[:-1]])
-        starts = np.nonzero(first)[0]
-        minimum = np.minimum(np.minimum.reduceat(nbr, starts), key[starts])
-        m = np.repeat(minimum, np.diff(np.append(starts, len(key))))
+        starts, degree, minimum = _neighbourhoods(key, nbr)
+        m = np.repeat(minimum, degree)
         larger = nbr > key
         changed = int(np.count_nonzero(larger & (m != key)))
         out = {"edges": _edges(m[larger], nbr[larger])}
@@ -530,10 +528,7 @@ class MinHashDedup(GlobalStage):
             return {"edges": _edges(key, nbr)}
         distinct = np.concatenate([[True], (key[1:] != key[:-1]) | (nbr[1:] != nbr[:-1])])
         key, nbr = key[distinct], nbr[distinct]
-        first = np.concatenate([[True], key[1:] != key[:-1]])
-        starts = np.nonzero(first)[0]
-        degree = np.diff(np.append(starts, len(key)))
-        minimum = np.minimum(np.minimum.reduceat(nbr, starts), key[starts])
+        starts, degree, minimum = _neighbourhoods(key, nbr)
         m = np.repeat(minimum, degree)
         out = {"edges": _edges(np.concatenate([m, minimum]), np.concatenate([nbr, key[starts]]))}
         changed = int(np.count_nonzero(degree > 1))  # one smaller neighbour: its edge stays as it was
@@ -701,6 +696,13 @@ def _sorted_pairs(group: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     nbr = group["nbr"].to_numpy(zero_copy_only=False)
     order = np.lexsort((nbr, key))
     return key[order], nbr[order]
+
+
+def _neighbourhoods(key: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per node of (key, nbr) pairs sorted by key: where its run starts, its degree, and min(N(n) ∪ {n})."""
+    starts = np.nonzero(np.concatenate([[True], key[1:] != key[:-1]]))[0]
+    degree = np.diff(np.append(starts, len(key)))
+    return starts, degree, np.minimum(np.minimum.reduceat(nbr, starts), key[starts])
 
 
 def _edges(u: np.ndarray, v: np.ndarray) -> pa.Table:
