@@ -202,6 +202,8 @@ def _check_columns(where: str, stages: list[Reader | DocumentStage | GlobalStage
                                   "stage adds")
         if isinstance(stage, DocumentStage):
             added += stage.declared_adds()
+        elif isinstance(stage, Reader):
+            added += stage.carried_columns()
 
 
 def load_profile(path: str | Path | None) -> RuntimeProfile:

@@ -146,6 +146,10 @@ class Reader:
     def __init__(self, params: StageParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    def carried_columns(self) -> tuple[str, ...]:
+        """Columns beyond the document schema the reader fills (carried over from its input)."""
+        return ()
+
 
 class UnitData(Protocol):
     """What a :class:`ShuffleRound`'s map sees of one unit: lazy column reads, so a stage pays only for
@@ -178,9 +182,10 @@ class ShuffleRound:
     ``reduce`` receives a partition's rows (with a ``_partition`` column holding its number) and returns
     named tables: ``removals`` (``id``, ``reason``, ``score``, ``threshold`` and optional extra columns that
     are joined onto the removed documents) are shuffled back to the units that hold those ids; ``report``
-    rows are collected into ``stats/<stage>_report.parquet``; any other name is kept under ``work/`` as a
-    source for later rounds. The runner writes a marker when a round is done, so a resumed run starts at
-    the first unfinished round.
+    rows are collected into ``stats/<stage>_report.parquet``; ``artifacts`` (``path``, ``data``: binary) are
+    files of the stage's product written as they are under the run's ``<artifacts>/`` folder (token shards,
+    a manifest); any other name is kept under ``work/`` as a source for later rounds. The runner writes a
+    marker when a round is done, so a resumed run starts at the first unfinished round.
     """
 
     name: str
@@ -191,6 +196,13 @@ class ShuffleRound:
     #: Outputs small enough to hand back whole to the stage's generator (``RoundResult.tables``), so a
     #: later round can depend on them (a histogram → a threshold); keep them to thousands of rows.
     collect: tuple[str, ...] = ()
+    #: How many partitions the shuffle has; None sizes it from the bytes the round reads (the profile's
+    #: ``shuffle_partition_bytes``). A round that must see everything at once (a manifest) says 1.
+    partitions: int | None = None
+    #: The folder under the run's output (e.g. ``shards``) that this round's ``artifacts`` are written to.
+    artifacts: str | None = None
+    #: A numeric column of the map output whose sum the progress bar counts (e.g. ``n_tokens``); default rows.
+    progress: str | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:

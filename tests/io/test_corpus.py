@@ -67,6 +67,24 @@ def test_parquet_reads_a_previous_corpus_and_reports_a_missing_column(tmp_path: 
     assert counts.errors == 1 and "not a readable Parquet file" in errors[0][2]
 
 
+def test_carried_columns_keep_their_values_and_types(tmp_path: Path, shared_data: Path) -> None:
+    """An earlier run's language and classifier score ride along (for mixing shards); absent ones are null."""
+    truth = ccnet_lines(shared_data)
+    scores = [i / 10 for i in range(len(truth))]
+    lines = [json.dumps({"id": t["id"], "text": t["text"], "language": "de", "quality_hq": q}).encode()
+             for t, q in zip(truth, scores, strict=True)]
+    params = CorpusReadParams(url="id", columns=["language", "quality_hq", "absent"])
+    _, errors, rows = read_all(JsonlReader(params), b"\n".join(lines), "x.jsonl")
+    assert errors == [] and [r["quality_hq"] for r in rows] == scores
+    assert {r["language"] for r in rows} == {"de"} and {r["absent"] for r in rows} == {None}
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [t["id"] for t in truth], "text": [t["text"] for t in truth],
+                             "language": ["fr"] * len(truth), "quality_hq": pa.array(scores, pa.float32())}), buffer)
+    _, errors, rows = read_all(ParquetReader(params), buffer.getvalue(), "k.parquet")
+    assert errors == [] and [r["quality_hq"] for r in rows] == pytest.approx(scores)
+    assert {r["language"] for r in rows} == {"fr"} and rows[0]["host"] == "100kinvesting.com"
+
+
 @pytest.mark.e2e
 def test_a_corpus_pipeline_from_the_cli(shared_data: Path, ray_session, tmp_path: Path) -> None:
     """jsonl in, filters and exact dedup over it, a previous kept/ read back with parquet_read."""

@@ -36,6 +36,8 @@ class CorpusReadParams(StageParams):
     url: str | None = Field("url", description="field holding the URL (for host, source and URL filters)")
     fetch_time: str | None = Field(None, description="field holding the crawl date, e.g. 'date' or 'metadata.date'")
     sources: SourceRules = Field(default_factory=SourceRules, description="url -> source key rules")
+    columns: list[str] = Field(default_factory=list, description="further fields carried over as columns of the same "
+                               "name, e.g. an earlier run's language or quality_hq (for mixing its shards)")
 
     def fields(self) -> dict[str, str]:
         mapped = {"text": self.text, **{name: getattr(self, name) for name in _MAPPABLE}}
@@ -66,8 +68,12 @@ class _CorpusReader(Reader):
     Params = CorpusReadParams
     params: CorpusReadParams
 
-    def _table(self, rows: dict[str, Any], path: str) -> pa.Table:
-        """A document batch from mapped columns (lists or Arrow arrays of strings)."""
+    def carried_columns(self) -> tuple[str, ...]:
+        return tuple(self.params.columns)
+
+    def _table(self, rows: dict[str, Any], path: str, carried: dict[str, Any] | None = None) -> pa.Table:
+        """A document batch from mapped columns (lists or Arrow arrays of strings) and carried ones (any
+        type; a document column among them, e.g. ``language``, replaces what the reader would set)."""
         columns = {}
         for name, values in rows.items():
             if isinstance(values, pa.ChunkedArray):
@@ -79,8 +85,16 @@ class _CorpusReader(Reader):
                          schema=DOCUMENT_SCHEMA)
         urls = table["url"].combine_chunks()
         table = table.set_column(table.schema.get_field_index("host"), "host", url_hosts(urls))
-        return table.set_column(table.schema.get_field_index("source"), "source",
-                                source_keys(urls, self.params.sources))
+        table = table.set_column(table.schema.get_field_index("source"), "source",
+                                 source_keys(urls, self.params.sources))
+        for name, values in (carried or {}).items():
+            values = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            if name in DOCUMENT_SCHEMA.names:
+                field = DOCUMENT_SCHEMA.field(name)
+                table = table.set_column(table.schema.get_field_index(name), field, values.cast(field.type))
+            else:
+                table = table.append_column(name, values)
+        return table
 
 
 @register
@@ -91,7 +105,7 @@ class JsonlReader(_CorpusReader):
 
     def read(self, stream: IO[bytes], path: str, batch_size: int, on_error: ErrorSink, counts: ReadCounts
              ) -> Iterator[pa.Table]:
-        fields = self.params.fields()
+        fields = {**{c: c for c in self.params.columns}, **self.params.fields()}
         rows: dict[str, list[Any]] = {column: [] for column in fields}
         offsets: list[int] = []
         try:
@@ -131,7 +145,7 @@ class JsonlReader(_CorpusReader):
             return f"expected a JSON object, got {type(obj).__name__}", {}
         values = {column: _lookup(obj, path) for column, path in fields.items()}
         for column, value in values.items():
-            if value is not None and not isinstance(value, str):
+            if value is not None and not isinstance(value, str) and column in DOCUMENT_SCHEMA.names:
                 if column == "text":
                     return f"field {fields['text']!r} is a {type(value).__name__}, not a string", {}
                 values[column] = str(value)
@@ -139,7 +153,8 @@ class JsonlReader(_CorpusReader):
 
     def _batch(self, rows: dict[str, list[Any]], offsets: list[int], path: str) -> pa.Table:
         ids = rows["id"] if "id" in rows else [f"{path}@{n}" for n in offsets]
-        table = self._table({**rows, "id": ids}, path)
+        carried = {c: rows.pop(c) for c in self.params.columns if c not in self.params.fields()}
+        table = self._table({**rows, "id": ids}, path, carried)
         return table.set_column(table.schema.get_field_index("warc_offset"), "warc_offset",
                                 pa.array(offsets, pa.int64()))
 
@@ -159,7 +174,8 @@ class ParquetReader(_CorpusReader):
             counts.errors += 1
             on_error(0, None, f"not a readable Parquet file: {exc}")
             return
-        top = {path_.split(".")[0] for path_ in fields.values()}
+        carried = [c for c in self.params.columns if c not in fields]
+        top = {path_.split(".")[0] for path_ in fields.values()} | set(carried)
         missing = sorted(top - set(parquet.schema_arrow.names))
         if fields["text"].split(".")[0] in missing:
             counts.errors += 1
@@ -181,7 +197,7 @@ class ParquetReader(_CorpusReader):
                                                        pc.cast(index, pa.string()), "@")
                 rows["id"] = pc.coalesce(pc.cast(rows.get("id", pa.nulls(n, pa.string())), pa.string()), fallback)
                 counts.documents += n
-                out = self._table(rows, path)
+                out = self._table(rows, path, {c: self._column(table, c, n) for c in carried})
                 yield out.set_column(out.schema.get_field_index("warc_offset"), "warc_offset", index)
                 start += n
         except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
