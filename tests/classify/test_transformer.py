@@ -17,9 +17,11 @@ from curate.classify.transformer import (
     EmbeddingTopics,
     Encoder,
     EncoderParams,
+    FineTuning,
     TopicParams,
     TransformerClassifier,
     TransformerParams,
+    fine_tune,
     fit_head,
     load_head,
     save_head,
@@ -75,6 +77,29 @@ def test_a_trained_head_separates_held_out_text_and_round_trips_without_pickle(s
     assert classifier.labels() == ["hq", "lq"] and np.allclose(scores["hq"] + scores["lq"], 1, atol=1e-5)
     assert roc_auc(np.array([True] * 30 + [False] * 30), scores["hq"]) > 0.95
     assert np.allclose(load_head(tmp_path / "model")[0].weight, head.weight)
+
+
+def test_fine_tuning_lowers_the_loss_and_the_saved_encoder_is_the_one_loaded(shared_data: Path, encoder: Encoder,
+                                                                              tmp_path: Path) -> None:
+    wiki, forum = wiki_and_forum(shared_data)
+    train, test = wiki[:40:2] + forum[:40:2], wiki[1:40:2] + forum[1:40:2]
+    tuned = Encoder(EncoderParams(device="cpu", max_length=64))
+    losses: list[float] = []
+    head = fine_tune(tuned, train, ["hq"] * 20 + ["lq"] * 20, FineTuning(epochs=2, batch_size=8),
+                     log=lambda line: losses.append(float(line.rsplit(" ", 1)[1])))
+    assert len(losses) == 2 and losses[1] < losses[0]
+    save_head(head, tmp_path / "model", max_length=64, encoder=tuned)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["fine_tuned"] and (tmp_path / "model" / "encoder.safetensors").is_file()
+    classifier = TransformerClassifier(TransformerParams(model=str(tmp_path / "model"), device="cpu"))
+    classifier.load()
+    expected = head.predict(tuned.encode(test))[:, 0]
+    assert np.abs(classifier.score(test)["hq"] - expected).max() < 1e-5  # the fine-tuned weights, not the package's
+    base = Encoder(EncoderParams(device="cpu", max_length=64))
+    assert np.abs(base.encode(test) - tuned.encode(test)).max() > 1e-3
+    assert roc_auc(np.array([True] * 20 + [False] * 20), expected) > 0.95
+    save_head(head, tmp_path / "model", max_length=64)  # a head alone on that folder drops the old encoder
+    assert not (tmp_path / "model" / "encoder.safetensors").exists()
 
 
 def test_zero_shot_topics_rank_the_right_subreddit_first(shared_data: Path) -> None:

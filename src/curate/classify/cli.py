@@ -35,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--l2", type=float, default=1e-3, help="weight decay of the head")
     tr.add_argument("--max-length", type=int, default=256, help="tokens per document")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tr.add_argument("--fine-tune-epochs", type=int, default=0, help="also fine-tune the encoder for this many "
+                    "epochs (default 0: the head alone, on frozen embeddings)")
+    tr.add_argument("--fine-tune-lr", type=float, default=2e-5, help="the encoder's learning rate when fine-tuning")
+    tr.add_argument("--seed", type=int, default=0)
 
     ev = commands.add_parser("eval", help="precision/recall/F1/ROC-AUC on labelled texts")
     ev.add_argument("model", help="a model: fastText .bin/.ftz file, or a transformer model folder")
@@ -116,12 +120,19 @@ def _examples(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _train(args: argparse.Namespace) -> int:
     examples = _examples(args)
     if args.kind == "transformer":
-        from curate.classify.transformer import Encoder, EncoderParams, fit_head, save_head
+        from curate.classify.transformer import Encoder, EncoderParams, FineTuning, fine_tune, fit_head, save_head
 
         encoder = Encoder(EncoderParams(device=args.device, max_length=args.max_length))
-        head = fit_head(encoder.encode([t for _, t in examples]), [label for label, _ in examples], l2=args.l2)
-        save_head(head, args.out, args.max_length)
-        print(f"trained {args.out}: {len(examples)} texts, labels {head.labels} (MiniLM on {encoder.device})")
+        texts, labels = [t for _, t in examples], [label for label, _ in examples]
+        if args.fine_tune_epochs:
+            tuning = FineTuning(epochs=args.fine_tune_epochs, lr=args.fine_tune_lr, seed=args.seed)
+            head = fine_tune(encoder, texts, labels, tuning, l2=args.l2)
+            save_head(head, args.out, args.max_length, encoder)
+        else:
+            head = fit_head(encoder.encode(texts), labels, l2=args.l2, seed=args.seed)
+            save_head(head, args.out, args.max_length)
+        what = "fine-tuned MiniLM" if args.fine_tune_epochs else "MiniLM"
+        print(f"trained {args.out}: {len(examples)} texts, labels {head.labels} ({what} on {encoder.device})")
         return 0
     from curate.classify.fasttext import FastTextTraining, train_fasttext
 

