@@ -1,5 +1,6 @@
 """``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``, ``curate dedup INPUT...
---output DIR``, ``curate audit DIR``, ``curate stages``.
+--output DIR``, ``curate shards build|inspect|decode|train-smoke``, ``curate classifiers ...``, ``curate audit
+DIR``, ``curate stages``.
 
 Exit codes: 0 success; 1 the run finished but conservation failed, inputs could not be processed (re-run
 to retry them) or the failure policy was exceeded; 2 invalid configuration or inputs, reported before any
@@ -49,16 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="also remove documents that duplicate the kept documents of these earlier runs")
     dedup.add_argument("--explain", action="store_true", help="print the LSH S-curve of these settings and exit")
     for p in (run, dedup):
-        p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, "
-                       "else start an embedded local Ray)")
-        p.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
-        p.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
-                       "the ledger); always recorded in run.json")
+        _run_options(p)
     from curate.classify.cli import add_parser as add_classifiers
+    from curate.shards.cli import add_parser as add_shards
 
     add_classifiers(sub)
+    add_shards(sub, _run_options)
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
     audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
@@ -66,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--examples", type=int, default=3, help="examples per stage and reason")
     audit.add_argument("--config", default=None, help="runtime profile YAML (storage options for S3)")
     return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """What every command that runs a pipeline takes."""
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, "
+                   "else start an embedded local Ray)")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
+    p.add_argument("--config", default=None, help="runtime profile YAML (see configs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", action="store_true", help="print where the time went (start-up, each step, "
+                   "the ledger); always recorded in run.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from curate.classify.cli import run as run_classifiers
 
         return run_classifiers(args)
+    if args.command == "shards" and args.action != "build":
+        from curate.shards.cli import run as run_shards
+
+        return run_shards(args)
     if args.command == "audit":
         from curate.audit.report import audit_report
         from curate.io.fs import Location
@@ -103,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "dedup":
             pipeline, inputs = _dedup_pipeline(args), args.inputs
+        elif args.command == "shards":
+            from curate.shards.cli import build_pipeline
+
+            pipeline, inputs = build_pipeline(args), args.inputs
         else:
             pipeline, inputs = load_pipeline(args.pipeline), args.input
         profile = load_profile(args.config)

@@ -41,6 +41,8 @@ PART_BATCH_ROWS = 4096
 UNIT_COLUMN = "_unit"
 #: Column a reduce's input carries: the number of its partition (e.g. to mint ids unique across partitions).
 PARTITION_COLUMN = "_partition"
+#: The reduce output written as files of the stage's product (see :class:`curate.stage.ShuffleRound`).
+ARTIFACTS = "artifacts"
 
 
 @dataclass
@@ -410,13 +412,14 @@ class MapJob:
         if UNIT_COLUMN not in rows.column_names:
             rows = rows.append_column(UNIT_COLUMN, pa.array([unit.unit] * rows.num_rows, pa.string()))
         written: dict[int, str] = {}
+        counted = rows.num_rows if self.round.progress is None else int(pc.sum(rows[self.round.progress]).as_py() or 0)
         if rows.num_rows:
             buckets = hash_partition(rows["key"], self.partitions)
             for p in pc.unique(buckets).to_pylist():
                 rel = shuffle_path(self.round_dir, p, unit.unit)
                 _write_table(fs, f"{root}/{rel}", rows.filter(pc.equal(buckets, p)))
                 written[p] = rel
-        return {"rows": rows.num_rows, "files": written}
+        return {"rows": rows.num_rows, "files": written, "progress": counted}
 
 
 class ReduceJob:
@@ -440,6 +443,8 @@ class ReduceJob:
             rows[name] = table.num_rows
             if name == "removals":
                 removals_by_unit = self._route_removals(fs, root, unit, table, group)
+            elif name == ARTIFACTS:
+                files[name] = write_artifacts(fs, root, self.round, table)
             elif table.num_rows or name == "report":
                 rel = round_output_path(self.round_dir, name, unit.partition)
                 _write_table(fs, f"{root}/{rel}", table)
@@ -464,6 +469,24 @@ class ReduceJob:
             _write_table(fs, f"{root}/{rel}", mine)
             routed[owner] = rel
         return routed
+
+
+def write_artifacts(fs: fsspec.AbstractFileSystem, root: str, round_: ShuffleRound, table: pa.Table) -> list[str]:
+    """Write a reduce's ``artifacts`` rows as files under ``<root>/<round.artifacts>/``, each atomically
+    (a retried reduce overwrites them); returns their paths relative to ``root``."""
+    if round_.artifacts is None:
+        raise ValueError(f"round {round_.name!r}: its reduce returned artifacts but the round names no "
+                         "artifacts folder")
+    written = []
+    for path, data in zip(table["path"].to_pylist(), table["data"].to_pylist(), strict=True):
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"round {round_.name!r}: artifact path {path!r} leaves {round_.artifacts}/")
+        rel = f"{round_.artifacts}/{path}"
+        fs.makedirs(f"{root}/{rel}".rsplit("/", 1)[0], exist_ok=True)
+        with atomic_path(fs, f"{root}/{rel}") as tmp, fs.open(tmp, "wb") as f:
+            f.write(data)
+        written.append(rel)
+    return written
 
 
 def _with_partition(group: pa.Table, partition: int) -> pa.Table:
@@ -570,12 +593,13 @@ def apply_removals(table: pa.Table, removals: pa.Table, stage_name: str) -> tupl
     return marked.filter(pc.invert(hit)), gone
 
 
-def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partitions: int = 3
-                       ) -> tuple[pa.Table, pa.Table]:
+def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partitions: int = 3,
+                       output: str | None = None) -> tuple[pa.Table, pa.Table]:
     """Execute a global stage's rounds in this process over in-memory units; returns (removals, report).
 
     The same map → hash partition → reduce as the runner, without shuffle files: for tests and notebooks.
-    A round's ``input:`` sources are read from their (local or fsspec) paths.
+    A round's ``input:`` sources are read from their (local or fsspec) paths; its artifacts are written
+    under the local folder ``output``.
     """
     from curate.io.fs import expand_inputs
 
@@ -607,13 +631,19 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                     rows = rows.append_column(UNIT_COLUMN, pa.array([data.unit] * rows.num_rows, pa.string()))
                 mapped.append(rows)
         rows = pa.concat_tables(mapped, promote_options="permissive") if mapped else pa.table({"key": pa.array([])})
-        buckets = hash_partition(rows["key"], partitions) if rows.num_rows else pa.nulls(0, pa.int64())
+        count = round_.partitions or partitions
+        buckets = hash_partition(rows["key"], count) if rows.num_rows else pa.nulls(0, pa.int64())
         outputs: dict[str, list[pa.Table]] = {}
-        for p in range(partitions):
+        for p in range(count):
             part = rows.filter(pc.equal(buckets, p))
             if not part.num_rows:
                 continue  # as in the runner: a partition no map wrote to has no reduce
             for name, table in round_.reduce(_with_partition(part, p)).items():
+                if name == ARTIFACTS:
+                    if output is None:
+                        raise ValueError(f"round {round_.name!r} writes artifacts: give output=")
+                    write_artifacts(fsspec.filesystem("file"), output, round_, table)
+                    continue
                 outputs.setdefault(name, []).append(table)
         merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
         removals += [merged.pop("removals")] if "removals" in merged else []
@@ -622,7 +652,7 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
             key = f"{round_.name}/{name}"
             sources[key] = [_Memory(f"p{i:05d}", t, key) for i, t in enumerate(outputs[name]) if t.num_rows]
         done.add(round_.name)
-        result = RoundResult(partitions=partitions, rows_in=rows.num_rows,
+        result = RoundResult(partitions=count, rows_in=rows.num_rows,
                              outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()},
                              tables={name: merged[name] for name in round_.collect if name in merged})
         round_ = next_round(rounds, result)

@@ -31,8 +31,8 @@ from curate.audit.ledger import Conservation, Ledger, build_ledger, merge_stats,
 from curate.commit import Commit, current_chain, expected_key, kept_dest, load_commits, step_digest, sweep
 from curate.config import ConfigError, Pipeline, RuntimeProfile
 from curate.console import log, progress
-from curate.execute import (ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob, ReduceUnit,
-                            data_bytes)
+from curate.execute import (ARTIFACTS, ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob,
+                            ReduceUnit, data_bytes)
 from curate.io.fs import InputError, Location, expand_inputs, file_id, write_text_atomic
 from curate.schema import TRANSIENT_COLUMNS
 from curate.stage import DocumentStage, GlobalStage, Resources, RoundResult, ShuffleRound, next_round
@@ -164,8 +164,10 @@ class Pool:
         actor.load.remote(self.job, self.token)  # queued ahead of its first unit
         return actor
 
-    def run(self, job: Any, units: list[Any], label: str, docs_of=None) -> tuple[dict[str, Any], dict[str, str]]:
-        """Run every unit; returns (results by unit id, failure message by unit id)."""
+    def run(self, job: Any, units: list[Any], label: str, docs_of=None, what: str = "docs"
+            ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Run every unit; returns (results by unit id, failure message by unit id). ``docs_of(result)``
+        counts what a unit did (``what``: docs, tokens) for the progress bar's rate."""
         ray = self.ray
         self.job, self.token = job, self.token + 1
         wanted = min(self.size, len(units))
@@ -206,7 +208,7 @@ class Pool:
                 docs += docs_of(result) if docs_of else 0
                 bar.update(1)
                 if docs_of:
-                    bar.set_postfix_str(f"{docs} docs, {docs / max(time.time() - t0, 1e-9):.0f} docs/s")
+                    bar.set_postfix_str(f"{docs} {what}, {docs / max(time.time() - t0, 1e-9):.0f} {what}/s")
         finally:
             bar.close()
         return results, failed
@@ -466,6 +468,8 @@ class Runner:
             reports += marker["files"].get("report", [])
             done.add(round_.name)  # the round ran: an output of it that wrote nothing is empty, not unknown
             for output, paths in marker["files"].items():
+                if output == ARTIFACTS:
+                    continue  # the stage's product (token shards), not Parquet for later rounds
                 key = f"{round_.name}/{output}"
                 sources[key] = [MapUnit(f"{round_.name}.{output}.p{i:05d}", (p,), key) for i, p in enumerate(paths)]
             result = RoundResult(partitions=marker["partitions"], rows_in=marker["rows_in"], outputs=marker["outputs"],
@@ -525,7 +529,9 @@ class Runner:
         units = [u for source in round_.sources for u in sources.get(source, [])]
         columns = stage.reads + stage.optional_reads() if round_.sources == ("documents",) else None
         size = 0
-        if self.profile.shuffle_partitions:
+        if round_.partitions:
+            partitions = round_.partitions
+        elif self.profile.shuffle_partitions:
             partitions = self.profile.shuffle_partitions
         else:
             internal = [p for u in units if not u.external for p in u.paths]
@@ -535,7 +541,8 @@ class Runner:
             partitions = max(1, math.ceil(size / self.profile.shuffle_partition_bytes))
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
-        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map")
+        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map",
+                                  docs_of=lambda m: m["progress"], what=round_.progress or "rows")
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} map", failed))
         files: dict[int, list[str]] = defaultdict(list)

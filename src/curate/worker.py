@@ -23,7 +23,7 @@ from curate.io.html import read_frame, write_frame
 
 
 class ProcessPool:
-    """The :class:`curate.runner.Pool` contract on one child process: ``run(job, units, label, docs_of)``."""
+    """The :class:`curate.runner.Pool` contract on one child process: ``run(job, units, label, docs_of, what)``."""
 
     def __init__(self, attempts: int, show_progress: bool) -> None:
         self.attempts, self.show_progress = attempts, show_progress
@@ -52,7 +52,8 @@ class ProcessPool:
             self._proc = None
             return "died", f"worker process exited with code {code}"
 
-    def run(self, job: Any, units: list[Any], label: str, docs_of=None) -> tuple[dict[str, Any], dict[str, str]]:
+    def run(self, job: Any, units: list[Any], label: str, docs_of=None, what: str = "docs"
+            ) -> tuple[dict[str, Any], dict[str, str]]:
         self._job = job
         if self._proc is not None and self._proc.poll() is None:
             self._send(("load", job))
@@ -75,7 +76,7 @@ class ProcessPool:
                 bar.update(1)
                 if docs_of and unit.unit in results:
                     docs += docs_of(results[unit.unit])
-                    bar.set_postfix_str(f"{docs} docs, {docs / max(time.time() - t0, 1e-9):.0f} docs/s")
+                    bar.set_postfix_str(f"{docs} {what}, {docs / max(time.time() - t0, 1e-9):.0f} {what}/s")
         finally:
             bar.close()
         return results, failed
