@@ -151,36 +151,33 @@ class Tokenize(GlobalStage):
         n_copies = np.where(empty, 0, n_copies)
         tokenizer = self.tokenizer
         dtype = _dtype(tokenizer.vocab_size, p.format)
-        chosen = np.flatnonzero(n_copies > 0)
-        blobs: list[bytes] = [b""] * rows.num_rows
         counts = np.zeros(rows.num_rows, np.int64)
+        pieces = []
+        chosen = np.flatnonzero(n_copies > 0)
         for start in range(0, len(chosen), TOKENIZE_BATCH):
             batch = chosen[start:start + TOKENIZE_BATCH]
             flat, lengths = tokenizer.encode_batch(pc.take(texts, pa.array(batch)).to_pylist())
-            ends = np.cumsum(lengths)
-            for row, lo, hi in zip(batch, ends - lengths, ends, strict=True):
-                doc = np.empty(hi - lo + 1, dtype)
-                doc[:-1] = flat[lo:hi]
-                doc[-1] = tokenizer.eos_id
-                blobs[row] = doc.tobytes()
-                counts[row] = hi - lo + 1
+            pieces.append(np.insert(flat.astype(dtype), np.cumsum(lengths), tokenizer.eos_id))  # EOS after each
+            counts[batch] = lengths + 1
+        # every row's tokens as one binary value (unchosen rows: empty), straight from the flat buffer
+        flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+        offsets = np.concatenate([[0], np.cumsum(counts)]) * dtype.itemsize
+        blobs = pa.LargeBinaryArray.from_buffers(pa.large_binary(), rows.num_rows,
+                                                 [None, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(flat)])
         # one row per copy, plus one token-less row for a document drawn zero times (it is counted as in)
         reps = np.maximum(n_copies, 1)
         index = np.repeat(np.arange(rows.num_rows), reps)
-        copy = np.concatenate([np.arange(r) for r in reps]) if len(reps) else np.zeros(0, np.int64)
+        copy = np.arange(len(index)) - np.repeat(np.cumsum(reps) - reps, reps)
         copy = np.where(n_copies[index] == 0, -1, copy)
         out_ids = [ids[i] for i in index]
         keys = np.fromiter((_order_key(p.seed, i, c) for i, c in zip(out_ids, copy.tolist(), strict=True)),
                            np.uint64, len(out_ids)).view(np.int64)
         take = pa.array(index)
-        written = copy >= 0
         return pa.table({
             "key": pa.array(keys), "id": pa.array(out_ids, pa.string()), "copy": pa.array(copy, pa.int64()),
             **{c: pc.cast(pc.take(rows[c], take), pa.string()) for c in ("url", "source", "language")},
-            "bucket": pc.take(bucket, take),
-            "n_tokens": pa.array(np.where(written, counts[index], 0), pa.int64()),
-            "tokens": pa.array([blobs[i] if w else b"" for i, w in zip(index.tolist(), written.tolist(),
-                                                                      strict=True)], pa.large_binary()),
+            "bucket": pc.take(bucket, take), "n_tokens": pa.array(counts[index], pa.int64()),
+            "tokens": pc.take(blobs, take),
         })
 
     def reduce_tokens(self, group: pa.Table) -> dict[str, pa.Table]:
