@@ -52,11 +52,22 @@ class StageCounter:
     errors: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    text_bytes: Counter = field(default_factory=Counter)  # reason -> UTF-8 bytes of the text removed for it
     example_error: str | None = None
+
+    def count_removed(self, removed: pa.Table) -> None:
+        self.removed += removed.num_rows
+        self.reasons.update(removed["reason"].to_pylist())
+        if removed.num_rows:
+            sizes = pa.table({"reason": removed["reason"],
+                              "bytes": pc.fill_null(pc.binary_length(removed["text"]), 0)})
+            for row in sizes.group_by("reason", use_threads=False).aggregate([("bytes", "sum")]).to_pylist():
+                self.text_bytes[row["reason"]] += row["bytes_sum"]
 
     def as_dict(self) -> dict[str, Any]:
         return {"in": self.docs_in, "removed": self.removed, "errors": self.errors,
                 "seconds": round(self.seconds, 4), "reasons": dict(sorted(self.reasons.items())),
+                "text_bytes": dict(sorted(self.text_bytes.items())),
                 "example_error": self.example_error}
 
 
@@ -106,8 +117,11 @@ class UnitOutput:
         self.step, self.unit, self.kept_dest = step, unit, kept_dest
         self.attempt = new_attempt()
         self._writers: dict[tuple[str, str | None], PartWriter] = {}
+        self.kept_bytes = 0  # UTF-8 bytes of the kept text: the audit's funnel reads it from the commits
 
     def write(self, kind: str, table: pa.Table, stage: str | None = None) -> None:
+        if kind == "kept" and table.num_rows:
+            self.kept_bytes += int(pc.sum(pc.binary_length(table["text"])).as_py() or 0)
         key = (kind, stage)
         if key not in self._writers:
             dest = {"kept": self.kept_dest, "removed": f"removed/{stage}", "errors": "errors"}[kind]
@@ -121,7 +135,7 @@ class UnitOutput:
             if writer.close():
                 parts.append(Part(kind=kind, path=writer.path[len(self.root) + 1:], rows=writer.rows, stage=stage))
         commit = Commit(step=self.step, unit=self.unit, input=uri, attempt=self.attempt, input_key=input_key,
-                        parts=parts, stats=stats)
+                        parts=parts, stats={**stats, "kept_bytes": self.kept_bytes})
         fault_point("before_commit", self.step, self.unit)
         write_commit(self.fs, self.root, commit)
         return commit
@@ -296,8 +310,7 @@ def _route(batch: pa.Table, uri: str, output: UnitOutput, error_rows: list[dict[
     for stage in pc.unique(removed["removed_by"]).to_pylist():
         part = removed.filter(pc.equal(removed["removed_by"], stage))
         output.write("removed", part, stage)
-        counters[stage].removed += part.num_rows
-        counters[stage].reasons.update(part["reason"].to_pylist())
+        counters[stage].count_removed(part)
 
 
 # ---- global stages: shuffle rounds, then apply ---------------------------------------------------------
@@ -552,8 +565,7 @@ class ApplyJob:
             output.write("kept", kept)
             if gone.num_rows:
                 output.write("removed", gone, self.stage_name)
-                counter.removed += gone.num_rows
-                counter.reasons.update(gone["reason"].to_pylist())
+                counter.count_removed(gone)
         stats = {"in": counter.docs_in, "stages": {self.stage_name: counter.as_dict()},
                  "seconds": round(time.time() - started, 3)}
         return output.commit(unit.input, unit.input_key, stats)

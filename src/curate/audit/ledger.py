@@ -78,7 +78,8 @@ def check_conservation(out: Location, chain: list[dict[str, Commit]], units: dic
 
 
 def _new_stage() -> dict[str, Any]:
-    return {"in": 0, "removed": 0, "errors": 0, "seconds": 0.0, "reasons": Counter(), "example_error": None}
+    return {"in": 0, "removed": 0, "errors": 0, "seconds": 0.0, "reasons": Counter(), "text_bytes": Counter(),
+            "example_error": None}
 
 
 def _add_stages(into: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any]]) -> None:
@@ -87,6 +88,7 @@ def _add_stages(into: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         for key in ("in", "removed", "errors", "seconds"):
             agg[key] += c[key]
         agg["reasons"].update(c["reasons"])
+        agg["text_bytes"].update(c.get("text_bytes", {}))
         agg["example_error"] = agg["example_error"] or c.get("example_error")
 
 
@@ -96,6 +98,8 @@ def _finish_stages(stages: dict[str, dict[str, Any]], order: list[str]) -> dict[
     return {name: {"in": s["in"], "removed": s["removed"], "errors": s["errors"], "seconds": round(s["seconds"], 3),
                    "docs_per_s": round(s["in"] / s["seconds"], 1) if s["seconds"] else None,
                    "reasons": dict(s["reasons"].most_common()),
+                   "bytes_removed": sum(s["text_bytes"].values()),
+                   "text_bytes": {reason: s["text_bytes"][reason] for reason, _ in s["reasons"].most_common()},
                    **({"example_error": s["example_error"]} if s["example_error"] else {})}
             for name, s in ordered}
 
@@ -125,6 +129,7 @@ def merge_stats(chain: list[dict[str, Commit]], order: list[str]) -> dict[str, A
         "read_errors": sum(c.stats["read_errors"] for c in files),
         "bytes": sum(c.stats["bytes"] for c in files),
         "read_seconds": round(sum(c.stats["read_seconds"] for c in files), 3),
+        "kept_bytes": sum(c.stats.get("kept_bytes", 0) for c in chain[-1].values()) if chain else 0,
         "stages": _finish_stages(stages, order),
     }
     if read:
