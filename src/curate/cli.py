@@ -58,10 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     add_shards(sub, _run_options)
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
-    audit = sub.add_parser("audit", help="what every stage of a run removed, why, with examples")
-    audit.add_argument("output", help="the --output folder of a run")
-    audit.add_argument("--examples", type=int, default=3, help="examples per stage and reason")
-    audit.add_argument("--config", default=None, help="runtime profile YAML (storage options for S3)")
+    from curate.audit.cli import add_parser as add_audit
+
+    add_audit(sub)
     return parser
 
 
@@ -77,8 +76,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from curate.audit.cli import with_default_command
+
     started = time.time()
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     if args.command == "stages":
         from curate.registry import known_stages
 
@@ -93,16 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_shards(args)
     if args.command == "audit":
-        from curate.audit.report import audit_report
-        from curate.io.fs import Location
+        from curate.audit.cli import run as run_audit
 
-        try:
-            options = load_profile(args.config).storage_options
-            print(audit_report(Location(args.output, dict(options)), examples=args.examples))
-        except (ConfigError, FileNotFoundError) as exc:
-            print(f"curate: error: {exc} (is {args.output} the output folder of a finished run?)", file=sys.stderr)
-            return 2
-        return 0
+        return run_audit(args)
     if args.command == "dedup" and args.explain:
         from curate.dedup.minhash import MinHashParams, explain
 
