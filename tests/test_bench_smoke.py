@@ -52,6 +52,27 @@ EXPECTED = {
         r"removed, ours / datatrove: gopher_repetition \d+/\d+",
     ],
     "repetition": [r"numpy / pure Python token-run speed-up: \d+x"],
+    "tokenize": [
+        r"corpus: [1-9]\d* documents, \d+\.\d MB of text \([1-9]\d* distinct",
+        (r"limit \(tokenizers encode_batch, 1 thread\): [1-9]\d* tokens, [1-9]\d* tok/s \(\d+\.\d s; "
+         r"encode_batch_fast [1-9]\d* tok/s"),
+        r"limit \(tokenizers encode_batch, 2 threads\): [1-9]\d* tokens, [1-9]\d* tok/s",
+        r"limit \(TrainingTokenizer\.encode_batch, 1 thread\): [1-9]\d* tokens, [1-9]\d* tok/s",
+        r"limit \(TrainingTokenizer\.encode_batch, 2 threads\): [1-9]\d* tokens, [1-9]\d* tok/s",
+        r"limit again \(1 thread, drift check\): encode_batch [1-9]\d* tok/s",
+        r"limit again \(2 threads, drift check\): encode_batch [1-9]\d* tok/s",
+        (r"curate shards build, 1 worker: [1-9]\d* tokens, [1-9]\d* tok/s end to end \(\d+\.\d s\), [1-9]\d* tok/s "
+         r"in the tokenize stage \(\d+\.\d s; rounds: plan \d+\.\d, tokens \d+\.\d, manifest \d+\.\d\)"),
+        r"curate shards build, 2 workers: [1-9]\d* tokens, [1-9]\d* tok/s end to end \(\d+\.\d s\), [1-9]\d* tok/s",
+        # the shards hold exactly the limit's tokens, document by document: a mismatch means they are wrong
+        r"tokens, 1 worker: (\d+) in the manifest = [1-9]\d* \(limit\) \+ [1-9]\d* EOS \(one per non-empty document\) = \1: OK",
+        r"tokens, 2 workers: (\d+) in the manifest = [1-9]\d* \(limit\) \+ [1-9]\d* EOS \(one per non-empty document\) = \1: OK",
+        r"documents, 1 worker: ([1-9]\d*) of \1 in the shards once each with the limit's ids \+ EOS\n",
+        r"documents, 2 workers: ([1-9]\d*) of \1 in the shards once each with the limit's ids \+ EOS\n",
+        r"ratio curate/limit \(1 worker\): end to end \d+\.\d\d \(stage: \d+\.\d\d; goal >= 0\.9\) against ",
+        r"ratio curate/limit \(2 workers\): end to end \d+\.\d\d \(stage: \d+\.\d\d; goal >= 0\.9\) against ",
+        r"the stage's \d+\.\d s: encoding at that limit's rate \d+\.\d s, the rest",
+    ],
 }
 
 
