@@ -52,7 +52,7 @@ EXPECTED = {
         r"removed, ours / datatrove: gopher_repetition \d+/\d+",
     ],
     "repetition": [r"numpy / pure Python token-run speed-up: \d+x"],
-    "tokenize": [
+    "shards": [
         r"corpus: [1-9]\d* documents, \d+\.\d MB of text \([1-9]\d* distinct",
         (r"limit \(tokenizers encode_batch, 1 thread\): [1-9]\d* tokens, [1-9]\d* tok/s \(\d+\.\d s; "
          r"encode_batch_fast [1-9]\d* tok/s"),

@@ -538,7 +538,7 @@ class Runner:
             external = [p for u in units if u.external for p in u.paths]
             size = data_bytes(self.fs, self.root, internal, columns) + \
                 data_bytes(None, None, external, columns, self.profile.storage_options)
-            partitions = max(1, math.ceil(size / self.profile.shuffle_partition_bytes))
+            partitions = max(1, math.ceil(size / (round_.partition_bytes or self.profile.shuffle_partition_bytes)))
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
         mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map",

@@ -199,6 +199,9 @@ class ShuffleRound:
     #: How many partitions the shuffle has; None sizes it from the bytes the round reads (the profile's
     #: ``shuffle_partition_bytes``). A round that must see everything at once (a manifest) says 1.
     partitions: int | None = None
+    #: Target uncompressed bytes the round reads per partition, when ``partitions`` is None (default: the
+    #: profile's ``shuffle_partition_bytes``), e.g. a token shard's worth of text.
+    partition_bytes: int | None = None
     #: The folder under the run's output (e.g. ``shards``) that this round's ``artifacts`` are written to.
     artifacts: str | None = None
     #: A numeric column of the map output whose sum the progress bar counts (e.g. ``n_tokens``); default rows.

@@ -172,12 +172,13 @@ def test_host_cap_within_the_tolerance_of_whole_document_draws(corpus, ray_sessi
 def test_kill_9_while_tokenizing_then_resume_gives_the_same_shards(corpus, tmp_path: Path, capsys) -> None:
     folder, _ = corpus
     cmd = [sys.executable, "-m", "curate.cli", "shards", "build", str(folder), "--output", str(tmp_path / "out"),
-           "--columns", "quality_hq", "--no-progress", "--workers", "2", "--shard-tokens", "40000"]
+           "--columns", "quality_hq", "--no-progress", "--workers", "2", "--shard-tokens", "40000",
+           "--max-host-share", "0.5"]  # so a plan round runs (and is finished) before the tokens round
     faults = tmp_path / "faults"
     kill_9_at(cmd, f"map-tokens:1:pause:{faults}", faults)
     assert main(cmd[3:]) == 0
     assert "tokenize round 00-plan already done" in capsys.readouterr().err  # the finished round is not redone
-    build(folder, tmp_path / "fresh")
+    build(folder, tmp_path / "fresh", "--max-host-share", "0.5")
     resumed, fresh = read_manifest(tmp_path / "out"), read_manifest(tmp_path / "fresh")
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in fresh["shards"]]
     assert json.loads((tmp_path / "out" / "run.json").read_text())["conservation"]["ok"]

@@ -1,12 +1,11 @@
 """``tokenize``: the kept corpus as token shards a trainer reads (Megatron ``.bin/.idx`` or headerless
 ``.npy``), shuffled and mixed deterministically, with a manifest that maps every token back to its document.
 
-Three shuffle rounds, a marker each:
+Shuffle rounds, a marker each:
 
-1. ``plan``: weighted text bytes per host (mix weights applied), so the stage knows the corpus size (the
-   shuffle's partition count: one partition ≈ ``shard_tokens`` tokens at ``bytes_per_token``) and which
-   hosts the cap scales down;
-2. ``tokens``: each unit's documents are tokenized (EOS appended), drawn into copies by their weight and
+1. ``plan`` (only with ``max_host_share``): weighted text bytes per host (mix weights applied), so the
+   stage knows which hosts the cap scales down and the capped corpus's size;
+2. ``tokens`` (its shuffle sized so a partition holds ≈ ``shard_tokens`` tokens at ``bytes_per_token``): each unit's documents are tokenized (EOS appended), drawn into copies by their weight and
    the host cap, and keyed by a hash of (seed, id, copy), so a partition is a uniform random share of the
    corpus; each partition sorts by that key and is cut at document boundaries into shards of at most
    ``shard_tokens`` (documents are never split), written with a ``.docs.parquet`` sidecar (id, url, source,
@@ -93,18 +92,22 @@ class Tokenize(GlobalStage):
 
     def rounds(self):
         p = self.params
-        top = math.ceil(1 / p.max_host_share) + 1 if p.max_host_share else 0
-        plan = yield ShuffleRound("plan", map=self.map_plan, reduce=partial(self.reduce_plan, top), collect=("hosts",))
-        empty = pa.table({"host": pa.array([], pa.string()), "bytes": pa.array([], pa.float64())})
-        hosts = plan.tables.get("hosts", empty)
-        total = float(pc.sum(hosts.filter(pc.is_null(hosts["host"]))["bytes"]).as_py() or 0)
-        named = hosts.filter(pc.is_valid(hosts["host"]))
-        largest = list(zip(named["host"].to_pylist(), named["bytes"].to_pylist(), strict=True))
-        caps = host_caps(largest, total, p.max_host_share) if p.max_host_share else {}
-        kept_bytes = total - sum(size * (1 - caps.get(host, 1.0)) for host, size in largest)
-        partitions = max(1, math.ceil(kept_bytes / p.bytes_per_token / p.shard_tokens))
+        caps: dict[str, float] = {}
+        sizing: dict[str, int] = {"partition_bytes": max(1, int(p.shard_tokens * p.bytes_per_token))}
+        if p.max_host_share:  # the caps need every host's (weighted) bytes first
+            top = math.ceil(1 / p.max_host_share) + 1
+            plan = yield ShuffleRound("plan", map=self.map_plan, reduce=partial(self.reduce_plan, top),
+                                      collect=("hosts",))
+            empty = pa.table({"host": pa.array([], pa.string()), "bytes": pa.array([], pa.float64())})
+            hosts = plan.tables.get("hosts", empty)
+            total = float(pc.sum(hosts.filter(pc.is_null(hosts["host"]))["bytes"]).as_py() or 0)
+            named = hosts.filter(pc.is_valid(hosts["host"]))
+            largest = list(zip(named["host"].to_pylist(), named["bytes"].to_pylist(), strict=True))
+            caps = host_caps(largest, total, p.max_host_share)
+            kept_bytes = total - sum(size * (1 - caps.get(host, 1.0)) for host, size in largest)
+            sizing = {"partitions": max(1, math.ceil(kept_bytes / p.bytes_per_token / p.shard_tokens))}
         yield ShuffleRound("tokens", map=partial(self.map_tokens, caps), reduce=self.reduce_tokens,
-                           partitions=partitions, artifacts="shards", progress="n_tokens")
+                           artifacts="shards", progress="n_tokens", **sizing)
         yield ShuffleRound("manifest", source=("tokens/shards", "tokens/totals"), map=self.map_manifest,
                            reduce=partial(self.reduce_manifest, caps), partitions=1, artifacts="shards")
 

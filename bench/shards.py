@@ -10,7 +10,7 @@ each copy with an id of its own; ``--smoke`` takes the first 1.5 MB of the inter
 Repeating costs nothing in realism here: neither encoder keeps a cache that a repeat could hit and new text
 would miss (``tokenizers``' BPE word cache holds 10,000 words and is full within the first pass), and both
 sides meet the same text. The documents go round-robin into ``--files`` (4) JSONL files (``{"id", "text",
-"url"}``) under ``bench/_work/tokenize/``.
+"url"}``) under ``bench/_work/shards/``.
 
 **Cores.** Each side runs on as many CPUs as it has threads or workers: the limit's T-thread process and
 curate's W-worker command (its whole process tree: driver, worker processes, Ray's daemons) are pinned
@@ -48,21 +48,12 @@ Printed lines: ``limit (tokenizers encode_batch, T thread(s)): ...``, ``limit (T
 T thread(s)): ...``, ``curate shards build, W worker(s): ... tok/s end to end, ... tok/s in the tokenize
 stage``, ``ratio curate/limit (W worker(s)): end to end 0.xx (stage: 0.xx; goal >= 0.9)``. Usage::
 
-    python bench/tokenize.py              # 50 MB (11 M tokens), ~3-4 min on 2 cores
-    python bench/tokenize.py --mb 200     # more text: start-up costs shrink against it
-    python bench/tokenize.py --smoke      # 1.5 MB, every code path in well under a minute
+    python bench/shards.py              # 50 MB (11 M tokens), ~3-4 min on 2 cores
+    python bench/shards.py --mb 200     # more text: start-up costs shrink against it
+    python bench/shards.py --smoke      # 1.5 MB, every code path in well under a minute
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file has the standard library's name ``tokenize`` (which linecache, inspect and traceback import), and
-# run as a script its folder leads sys.path, so it would shadow that module for every import below. The
-# folder moves to the end of the path: the stdlib wins, and ``texts`` (the shared-data helper) is still found.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
 import argparse
 import contextlib
@@ -73,17 +64,19 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-WORK = REPO / "bench" / "_work" / "tokenize"
+WORK = REPO / "bench" / "_work" / "shards"
 MB = 1e6
 #: Comments per reddit document (as bench/texts.py groups them).
 REDDIT_COMMENTS = 10
