@@ -5,11 +5,12 @@ Shuffle rounds, a marker each:
 
 1. ``plan`` (only with ``max_host_share``): weighted text bytes per host (mix weights applied), so the
    stage knows which hosts the cap scales down and the capped corpus's size;
-2. ``tokens`` (its shuffle sized so a partition holds ≈ ``shard_tokens`` tokens at ``bytes_per_token``): each unit's documents are tokenized (EOS appended), drawn into copies by their weight and
-   the host cap, and keyed by a hash of (seed, id, copy), so a partition is a uniform random share of the
-   corpus; each partition sorts by that key and is cut at document boundaries into shards of at most
-   ``shard_tokens`` (documents are never split), written with a ``.docs.parquet`` sidecar (id, url, source,
-   language, bucket, tokens) per shard;
+2. ``tokens``, its shuffle sized so a partition holds ≈ ``shard_tokens`` tokens at ``bytes_per_token``:
+   each unit's documents are tokenized (EOS appended), drawn into copies by their weight and the host cap,
+   and keyed by a hash of (seed, id, copy), so a partition is a uniform random share of the corpus; each
+   partition sorts by that key and is cut at document boundaries into shards of at most ``shard_tokens``
+   (documents are never split), written with a ``.docs.parquet`` sidecar (id, url, source, language,
+   bucket, tokens) per shard;
 3. ``manifest``: one reduce gathers the shards' figures into ``shards/manifest.json`` (tokenizer name +
    hash, dtype, EOS id, per shard documents/tokens/sha256, totals by source, language and mix bucket,
    the realised mix and host shares) and ``shards/totals.parquet`` (every source).
