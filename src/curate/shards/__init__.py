@@ -1,0 +1,1 @@
+"""Tokenized training shards: the on-disk formats a GPU trainer reads, a dataset over them and a smoke trainer."""
