@@ -191,4 +191,10 @@ def test_train_smoke_on_built_shards(corpus, ray_session, tmp_path: Path, capsys
     assert main(["shards", "train-smoke", str(out), "--steps", "40", "--seq-len", "32", "--batch-size", "4"]) == 0
     text = capsys.readouterr().out
     assert "loss" in text
+    from curate.shards import TokenDataset  # the package's loader, over what the stage wrote
+
+    dataset = TokenDataset(out, seq_len=128, seed=0)
+    window = dataset[0]
+    assert window.shape == (129,) and len(dataset) == (read_manifest(out)["totals"]["tokens"] - 1) // 128
+    assert {d["id"] for d in dataset.documents_at(0)} <= {i for i, _ in documents(out)}
 
