@@ -195,7 +195,8 @@ class Tokenize(GlobalStage):
         dtype = _dtype(self.tokenizer.vocab_size, p.format)
         lengths = docs["n_tokens"].to_numpy()
         artifacts, shards = [], []
-        for k, (lo, hi) in enumerate(_cuts(lengths, p.shard_tokens)):
+        # a partition whose documents were all drawn zero times writes no shard (Megatron cannot map an empty one)
+        for k, (lo, hi) in enumerate(_cuts(lengths, p.shard_tokens) if docs.num_rows else []):
             name = f"shard-{partition:05d}-{k:03d}"
             piece = docs.slice(lo, hi - lo)
             flat = _flat_tokens(piece["tokens"], int(lengths[lo:hi].sum()), dtype)
@@ -274,7 +275,7 @@ def _order_key(seed: int, id_: str, copy: int) -> int:
 
 def _cuts(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """Row ranges of near-equal token counts, each at most ``limit`` tokens unless one document is longer;
-    the fewest shards that fit (an empty partition still gives one empty shard)."""
+    the fewest shards that fit."""
     total = int(lengths.sum())
     pieces = max(1, math.ceil(total / limit))
     if pieces == 1:
