@@ -21,6 +21,21 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" /
 
 #: Per bench, patterns its smoke output must contain: the lines a reader of a full run looks at.
 EXPECTED = {
+    "audit": [
+        r"corpus: 5000 documents, \d+\.\d MB of text in \d+ JSONL files, excerpts of [1-9]\d* real documents",
+        r"run: kept [1-9]\d*, removed [1-9]\d* \(gopher_quality [1-9]\d*, exact_dedup [1-9]\d*\), errors 0",
+        r"plain export: 5000 documents, \d+\.\d MB of text",
+        r"curate audit grep --workers 1: [1-9]\d* documents, scan \d+\.\d MB/s \(\d+\.\d\d s, 1 process\), whole",
+        r"(GNU grep -c -F|rg --count -F), 1 process: [1-9]\d* documents, \d+\.\d MB/s",
+        r"ratio curate/grep \(rare\): 1 process [\d.e+-]+x, \d+ processes [\d.e+-]+x",
+        r"ratio curate/grep \(common\): 1 process [\d.e+-]+x",
+        # curate and grep count the same documents for every pattern (the bench exits 1 otherwise)
+        r"same documents \(rare\): OK, [1-9]\d* of 5000",
+        r"same documents \(common\): OK, [1-9]\d* of 5000",
+        r"same documents \(regex\): OK, [1-9]\d* of 5000",
+        r"summary: \d+\.\d\d s \(--examples 0: \d+\.\d\d s\) on 5000 documents",
+        r"why \(kept urn:uuid:[0-9a-f-]+\): \d+\.\d\d s; why \(removed by gopher_quality urn:uuid:[0-9a-f-]+\): \d",
+    ],
     "build_corpus": [r"24 responses \(12 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
     "classify": [
         r"device: cpu \(no CUDA\)|device: cuda \(",
