@@ -69,6 +69,29 @@ class RunOutput:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         return ds.dataset(paths, schema=schema, format="parquet", filesystem=self.filesystem)
 
+    def find(self, kind: str, where: ds.Expression, columns: list[str] | None = None, limit: int | None = None,
+             stage: str | None = None) -> pa.Table:
+        """Rows matching ``where`` with ``columns`` (default all), in two passes: the filter's own columns
+        over every part (plus each row's file), then the wanted columns from only the files that hold a
+        match, so a lookup by id or reason never decodes the text of the whole corpus."""
+        dataset = self.dataset(kind, stage)
+        if dataset is None:
+            return pa.table({})
+        files = dataset.to_table(columns=["__filename"], filter=where)["__filename"]
+        return self.read_matching(dataset.schema, files, where, columns, limit)
+
+    def read_matching(self, schema: pa.Schema, files: pa.ChunkedArray | pa.Array, where: ds.Expression,
+                      columns: list[str] | None = None, limit: int | None = None) -> pa.Table:
+        """The second pass of :meth:`find`: ``files`` are the file of each matching row, in scan order (only
+        those of the first ``limit`` matches are opened)."""
+        wanted = list(dict.fromkeys((files if limit is None else files[:limit]).to_pylist()))
+        empty = schema.empty_table()
+        if not wanted:
+            return empty if columns is None else empty.select(columns)
+        found = ds.dataset(wanted, schema=schema, format="parquet", filesystem=self.filesystem)
+        table = found.to_table(columns=columns, filter=where)
+        return table if limit is None else table.slice(0, limit)
+
     def reports(self) -> dict[str, str]:
         """Global stages' audit tables: stage name -> path of ``stats/<stage>_report.parquet``."""
         found = self.fs.glob(f"{self.root}/stats/*_report.parquet")

@@ -82,7 +82,7 @@ def _scores_and_examples(output: RunOutput, stage: str, reasons: dict[str, dict[
     dataset = output.dataset("removed", stage)
     if dataset is None:
         return
-    scored = dataset.to_table(columns=["reason", "score", "threshold"])
+    scored = dataset.to_table(columns=["reason", "score", "threshold", "__filename"])
     for reason, entry in reasons.items():
         rows = scored.filter(pc.equal(scored["reason"], reason))
         scores = pc.drop_null(rows["score"])
@@ -91,7 +91,8 @@ def _scores_and_examples(output: RunOutput, stage: str, reasons: dict[str, dict[
             entry.update(score_min=low, score_median=median, score_max=high,
                          threshold=pc.max(rows["threshold"]).as_py())
         if examples:
-            picked = dataset.head(examples, columns=["id", "url", "score", "text"], filter=ds.field("reason") == reason)
+            picked = output.read_matching(dataset.schema, rows["__filename"], ds.field("reason") == reason,
+                                          ["id", "url", "score", "text"], examples)
             entry["examples"] = [{"id": r["id"], "url": r["url"], "score": r["score"],
                                   "text": " ".join((r["text"] or "").split())[:SNIPPET]} for r in picked.to_pylist()]
 

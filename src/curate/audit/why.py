@@ -42,15 +42,10 @@ def why(output: RunOutput, key: str) -> list[dict[str, Any]]:
     stories = []
     order = {name: i for i, name in enumerate(output.stages())}
     for kind in ("kept", "removed"):
-        dataset = output.dataset(kind)
-        if dataset is None:
-            continue
-        found = dataset.to_table(filter=(ds.field("id") == key) | (ds.field("url") == key))
-        for row in found.to_pylist():
+        for row in output.find(kind, (ds.field("id") == key) | (ds.field("url") == key)).to_pylist():
             stories.append(_story(kind, row, output))
-    errors = output.dataset("errors")
-    if errors is not None:
-        for row in errors.to_table(filter=ds.field("record_id") == key).to_pylist():
+    if output.paths("errors"):
+        for row in output.find("errors", ds.field("record_id") == key).to_pylist():
             stories.append({"status": "error", "id": row["record_id"], "stage": row["stage"], "error": row["error"],
                             "input": row["input"], "offset": row["offset"]})
     return sorted(stories, key=lambda s: (s["status"] != "kept", order.get(s.get("stage"), len(order)), s["id"]))
