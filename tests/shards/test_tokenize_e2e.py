@@ -81,6 +81,16 @@ def test_round_trip_mixing_and_manifest(corpus, ray_session, tmp_path: Path, fmt
         assert counts[id_] == (0 if not doc["text"] else 2 if doc["quality_hq"] >= 0.8 else 1), id_
     for id_, tokens in got:
         assert tokens[-1] == 100257 and tokenizer.decode(tokens[:-1].tolist()) == docs[id_]["text"]
+    if fmt == "megatron":  # Megatron's own reader, on every shard
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        position = 0
+        for shard in manifest["shards"]:
+            indexed = IndexedDataset(str(Path(manifest["_dir"]) / shard["name"]), mmap=True)
+            assert len(indexed) == shard["documents"] and int(indexed.sequence_lengths.sum()) == shard["tokens"]
+            for i in range(len(indexed)):
+                assert np.array_equal(indexed[i], got[position + i][1])
+            position += len(indexed)
     # the manifest's totals are the shards'
     totals = manifest["totals"]
     assert totals["documents"] == len(got) == sum(s["documents"] for s in manifest["shards"])
