@@ -498,11 +498,11 @@ def main() -> int:
               f"({mean[METHODS[0]]:.0f} tok/s): end to end {whole / mean[METHODS[0]]:.2f} (stage: "
               f"{stage / mean[METHODS[0]]:.2f})")
         encode_s, rounds = limits[w].tokens / mean[best], cur.rounds
-        if {"plan", "tokens", "manifest"} <= rounds.keys():
+        if {"tokens", "manifest"} <= rounds.keys():  # a plan round runs only with a host cap
             print(f"  the stage's {cur.stage_s:.1f} s: encoding at that limit's rate {encode_s:.1f} s, the rest "
                   f"{cur.stage_s - encode_s:.1f} s (tokens round beyond encoding {rounds['tokens'] - encode_s:.1f} s: "
                   f"token blobs, shuffle files, sort, shard files; plan + manifest rounds "
-                  f"{rounds['plan'] + rounds['manifest']:.1f} s; the step outside its rounds "
+                  f"{rounds.get('plan', 0.0) + rounds['manifest']:.1f} s; the step outside its rounds "
                   f"{cur.stage_s - sum(rounds.values()):.1f} s)")
     print(f"total {time.perf_counter() - t_start:.0f} s (load average {os.getloadavg()[0]:.1f} at the end); inputs, "
           f"outputs and curate's logs in {folder}")
