@@ -84,6 +84,11 @@ def shuffle_path(round_dir: str, partition: int, unit: str) -> str:
     return f"{round_dir}/shuffle/{partition:05d}/map-{unit}.parquet"
 
 
+def map_marker_path(round_dir: str, unit: str) -> str:
+    """A map unit's commit in a round: its rows and shuffle files, written after them (resume skips it)."""
+    return f"{round_dir}/maps/{unit}.json"
+
+
 def round_output_path(round_dir: str, name: str, partition: int) -> str:
     return f"{round_dir}/out/{name}/part-{partition:05d}.parquet"
 

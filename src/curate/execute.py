@@ -13,6 +13,7 @@ Each document-producing unit writes its parts (named by :mod:`curate.commit`), t
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -27,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.commit import Commit, Part, new_attempt, part_path, removals_path, round_output_path, shuffle_path, \
-    write_commit
-from curate.io.fs import Location, atomic_path, open_input
+from curate.commit import Commit, Part, map_marker_path, new_attempt, part_path, removals_path, round_output_path, \
+    shuffle_path, write_commit
+from curate.io.fs import Location, atomic_path, open_input, write_text_atomic
 from curate.schema import DOCUMENT_SCHEMA, ERROR_REASON, ERROR_SCHEMA, TRANSIENT_COLUMNS, conform, mark_failed, \
     mark_removed
 from curate.stage import REMOVALS_SCHEMA, DocumentStage, GlobalStage, Reader, RoundResult, ShuffleRound, UnitData, \
@@ -144,8 +145,8 @@ class UnitOutput:
 def fault_point(name: str, step: int, unit: str) -> None:
     """Fault injection for the end-to-end tests: ``CURATE_FAULT=<name>:<step>:<action>:<dir>``.
 
-    Points: ``before_commit`` (a unit's parts are renamed, its manifest not yet written) and
-    ``map-<round>`` (a global stage's round starts mapping a unit).
+    Points: ``before_commit`` (a unit's parts are renamed, its manifest not yet written), ``map-<round>`` (a
+    global stage's round starts mapping a unit) and ``mapped-<round>`` (a unit's map is committed).
 
     ``action`` is ``die`` (the process exits at once, as an OOM kill would) or ``pause`` (it blocks, so a
     test can kill -9 the whole run at exactly this point); each fires once per unit, remembered in ``dir``.
@@ -432,7 +433,10 @@ class MapJob:
                 rel = shuffle_path(self.round_dir, p, unit.unit)
                 _write_table(fs, f"{root}/{rel}", rows.filter(pc.equal(buckets, p)))
                 written[p] = rel
-        return {"rows": rows.num_rows, "files": written, "progress": counted}
+        result = {"rows": rows.num_rows, "files": written, "progress": counted}
+        write_text_atomic(fs, f"{root}/{map_marker_path(self.round_dir, unit.unit)}", json.dumps(result))
+        fault_point(f"mapped-{self.round.name}", self.step, unit.unit)
+        return result
 
 
 class ReduceJob:

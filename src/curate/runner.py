@@ -513,8 +513,6 @@ class Runner:
     def _run_round(self, pool: Pool, step: Step, round_: ShuffleRound, round_dir: str,
                    sources: dict[str, list[MapUnit]], done: set[str], digest: str) -> dict[str, Any]:
         stage: GlobalStage = step.stages[0]
-        if self.fs.exists(f"{self.root}/{round_dir}"):
-            self.fs.rm(f"{self.root}/{round_dir}", recursive=True)  # an interrupted attempt of this round
         for name, patterns in round_.inputs.items():
             try:
                 uris = expand_inputs(list(patterns), self.profile.storage_options)
@@ -541,8 +539,14 @@ class Runner:
             partitions = max(1, math.ceil(size / (round_.partition_bytes or self.profile.shuffle_partition_bytes)))
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
-        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), units, f"{label}: map",
+        done_maps = self._committed_maps(round_dir, {"digest": digest, "partitions": partitions,
+                                                     "units": sorted(u.unit for u in units)})
+        if done_maps:
+            log(f"resume: {len(done_maps)} of {len(units)} units of {label} already mapped, skipping them")
+        todo = [u for u in units if u.unit not in done_maps]
+        mapped, failed = pool.run(MapJob(round_, self.out, round_dir, partitions, step.index), todo, f"{label}: map",
                                   docs_of=lambda m: m["progress"], what=round_.progress or "rows")
+        mapped.update(done_maps)
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} map", failed))
         files: dict[int, list[str]] = defaultdict(list)
@@ -569,6 +573,23 @@ class Runner:
              f"({size / 1e6:.1f} MB read) -> {dict(outputs)} in {time.time() - t0:.1f}s")
         return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
                 "files": dict(out_files), "removals": dict(removals)}
+
+    def _committed_maps(self, round_dir: str, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Map units an interrupted attempt of this round committed, if it planned the same shuffle (same input
+        snapshot, partitions and units); otherwise its leftovers are deleted and the plan written anew."""
+        path = f"{self.root}/{round_dir}"
+        done: dict[str, dict[str, Any]] = {}
+        if self.fs.exists(f"{path}/plan.json"):
+            with self.fs.open(f"{path}/plan.json", "r") as f:
+                if json.load(f) == plan:
+                    for marker in self.fs.glob(f"{path}/maps/*.json"):
+                        with self.fs.open(marker, "r") as f:
+                            done[marker.rsplit("/", 1)[-1].removesuffix(".json")] = json.load(f)
+                    return done
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+        write_text_atomic(self.fs, f"{path}/plan.json", json.dumps(plan))
+        return done
 
     def _read_tables(self, paths: list[str]):
         import pyarrow as pa

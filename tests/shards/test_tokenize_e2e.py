@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -185,9 +186,12 @@ def test_kill_9_while_tokenizing_then_resume_gives_the_same_shards(corpus, tmp_p
            "--columns", "quality_hq", "--no-progress", "--workers", "2", "--shard-tokens", "40000",
            "--max-host-share", "0.5"]  # so a plan round runs (and is finished) before the tokens round
     faults = tmp_path / "faults"
-    kill_9_at(cmd, f"map-tokens:1:pause:{faults}", faults)
+    kill_9_at(cmd, f"mapped-tokens:1:pause:{faults}", faults)  # killed once a unit's map is committed
     assert main(cmd[3:]) == 0
-    assert "tokenize round 00-plan already done" in capsys.readouterr().err  # the finished round is not redone
+    log = capsys.readouterr().err
+    assert "tokenize round 00-plan already done" in log  # the finished round is not redone
+    reused = re.search(r"resume: (\d) of 3 units of tokenize tokens already mapped", log)  # nor a committed map
+    assert reused and int(reused.group(1)) >= 1, log
     build(folder, tmp_path / "fresh", "--max-host-share", "0.5")
     resumed, fresh = read_manifest(tmp_path / "out"), read_manifest(tmp_path / "fresh")
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in fresh["shards"]]
