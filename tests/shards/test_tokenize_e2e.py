@@ -121,6 +121,34 @@ def test_round_trip_mixing_and_manifest(corpus, ray_session, tmp_path: Path, fmt
     assert run["conservation"]["ok"]
 
 
+def test_split_documents_gives_exact_shards_whose_parts_reassemble(corpus, ray_session, tmp_path: Path) -> None:
+    folder, docs = corpus
+    out = tmp_path / "out"
+    build(folder, out, "--split-documents", "--shard-tokens", "30000")
+    manifest = read_manifest(out)
+    by_partition: dict[str, list[int]] = {}
+    for shard in manifest["shards"]:  # shard-<partition>-<piece>: exact sizes within a partition's stream
+        by_partition.setdefault(shard["name"].rsplit("-", 1)[0], []).append(shard["tokens"])
+    for sizes in by_partition.values():
+        assert sizes[:-1] == [30000] * (len(sizes) - 1) and 0 < sizes[-1] <= 30000
+    assert any(len(sizes) > 1 for sizes in by_partition.values())
+    parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for shard in manifest["shards"]:
+        sidecar = pq.read_table(Path(manifest["_dir"]) / f"{shard['name']}.docs.parquet").to_pylist()
+        reader = open_shard(str(Path(manifest["_dir"]) / shard["name"]), manifest["format"], manifest["dtype"])
+        for i, row in enumerate(sidecar):
+            assert len(reader.document(i)) == row["n_tokens"]
+            parts.setdefault(row["id"], []).append((row["offset"], np.asarray(reader.document(i))))
+    tokenizer = load_tokenizer("cl100k_base")
+    assert any(len(p) > 1 for p in parts.values())  # some documents straddle a cut
+    for id_, pieces in parts.items():
+        offsets = [o for o, _ in pieces]
+        assert offsets[0] == 0 and all(o == p + len(t) for o, (p, t) in zip(offsets[1:], pieces, strict=False))
+        tokens = np.concatenate([t for _, t in pieces])
+        assert tokens[-1] == 100257 and tokenizer.decode(tokens[:-1].tolist()) == docs[id_]["text"]
+    assert manifest["totals"]["documents"] == len(parts) == sum(1 for d in docs.values() if d["text"])
+
+
 def test_same_seed_same_bytes_other_seed_other_order(corpus, ray_session, tmp_path: Path) -> None:
     folder, _ = corpus
     build(folder, tmp_path / "a")

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction, run_options) -> None:
     build.add_argument("--eos", default=None, help="end-of-document token (default: the tokenizer's)")
     build.add_argument("--seed", type=int, default=0, help="shuffle and mixing seed")
     build.add_argument("--shard-tokens", type=int, default=None, help="at most this many tokens per shard")
+    build.add_argument("--split-documents", action="store_true", help="shards of exactly --shard-tokens tokens, "
+                       "splitting the documents at the cuts (default: documents are never split)")
     build.add_argument("--mix", nargs="+", default=[], metavar="CONDITION=WEIGHT",
                        help="mixing weights, first match wins, e.g. 'quality_hq >= 0.8=2' \"language == de=0.5\"")
     build.add_argument("--max-host-share", type=float, default=None, help="cap any one host at this share")
@@ -74,7 +76,8 @@ def build_pipeline(args: argparse.Namespace):
         fmt = "parquet" if all(".parquet" in i or i.rstrip("/").endswith("kept") for i in args.inputs) else "jsonl"
     reader = {"text": args.text_column, "id": args.id_column, "url": args.url_column,
               "columns": [c for c in carried if c not in ("text", "id", "url")]}
-    options: dict[str, Any] = {"tokenizer": args.tokenizer, "format": args.format, "seed": args.seed, "mix": mix}
+    options: dict[str, Any] = {"tokenizer": args.tokenizer, "format": args.format, "seed": args.seed, "mix": mix,
+                               "split_documents": args.split_documents}
     for name, value in (("eos", args.eos), ("shard_tokens", args.shard_tokens),
                         ("max_host_share", args.max_host_share)):
         if value is not None:

@@ -9,8 +9,8 @@ Shuffle rounds, a marker each:
    each unit's documents are tokenized (EOS appended), drawn into copies by their weight and the host cap,
    and keyed by a hash of (seed, id, copy), so a partition is a uniform random share of the corpus; each
    partition sorts by that key and is cut at document boundaries into shards of at most ``shard_tokens``
-   (documents are never split), written with a ``.docs.parquet`` sidecar (id, url, source, language,
-   bucket, tokens) per shard;
+   (or, with ``split_documents``, into shards of exactly that many, a straddling document split in two),
+   written with a ``.docs.parquet`` sidecar (id, url, source, language, bucket, tokens, offset) per shard;
 3. ``manifest``: one reduce gathers the shards' figures into ``shards/manifest.json`` (tokenizer name +
    hash, dtype, EOS id, per shard documents/tokens/sha256, totals by source, language and mix bucket,
    the realised mix and host shares) and ``shards/totals.parquet`` (every source).
@@ -54,8 +54,12 @@ class TokenizeParams(StageParams):
                             "<|endoftext|>)")
     format: Literal["megatron", "npy"] = Field("megatron", description="megatron: .bin + .idx (MMIDIDX v1); npy: "
                                                "headerless token memmap + .offsets.npy")
-    shard_tokens: int = Field(32 << 20, gt=0, description="at most this many tokens per shard (documents are never "
-                              "split); memory per reduce is ~3x a shard")
+    shard_tokens: int = Field(32 << 20, gt=0, description="at most this many tokens per shard (documents are not "
+                              "split unless split_documents); memory per reduce is ~3x a shard")
+    split_documents: bool = Field(False, description="cut each partition's token stream into shards of exactly "
+                                  "shard_tokens (its last shard the remainder), splitting the documents that "
+                                  "straddle a cut (the sidecar's offset column gives a part's first token within "
+                                  "its document)")
     bytes_per_token: float = Field(4.0, gt=0, description="text bytes per token assumed when sizing the shuffle "
                                    "(cl100k on English is ~4.2); only the shard sizes depend on it")
     seed: int = Field(0, description="fixes the shuffle and the mixing draws")
@@ -194,19 +198,28 @@ class Tokenize(GlobalStage):
             [("key", "ascending"), ("id", "ascending"), ("copy", "ascending")])
         dtype = _dtype(self.tokenizer.vocab_size, p.format)
         lengths = docs["n_tokens"].to_numpy()
+        flat = _flat_tokens(docs["tokens"], int(lengths.sum()), dtype)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         artifacts, shards = [], []
         # a partition whose documents were all drawn zero times writes no shard (Megatron cannot map an empty one)
-        for k, (lo, hi) in enumerate(_cuts(lengths, p.shard_tokens) if docs.num_rows else []):
+        pieces = [] if not docs.num_rows else _token_cuts(int(ends[-1]), p.shard_tokens) if p.split_documents \
+            else [(int(starts[lo]), int(ends[hi - 1])) for lo, hi in _cuts(lengths, p.shard_tokens)]
+        for k, (lo, hi) in enumerate(pieces):
+            # the documents (or, split, the parts of documents) whose tokens lie in [lo, hi)
+            first, last = int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(starts, hi, side="left"))
+            begin, finish = np.maximum(starts[first:last], lo), np.minimum(ends[first:last], hi)
             name = f"shard-{partition:05d}-{k:03d}"
-            piece = docs.slice(lo, hi - lo)
-            flat = _flat_tokens(piece["tokens"], int(lengths[lo:hi].sum()), dtype)
-            files = {f"{name}{suffix}": data for suffix, data in encode_shard(flat, lengths[lo:hi], p.format).items()}
-            sidecar = piece.select(["id", "url", "source", "language", "bucket", "n_tokens"])
+            files = {f"{name}{suffix}": data for suffix, data in
+                     encode_shard(flat[lo:hi], finish - begin, p.format).items()}
+            sidecar = docs.slice(first, last - first).select(["id", "url", "source", "language", "bucket"])
+            sidecar = sidecar.append_column("n_tokens", pa.array(finish - begin, pa.int64())) \
+                .append_column("offset", pa.array(begin - starts[first:last], pa.int64()))
             buffer = io.BytesIO()
             pq.write_table(sidecar, buffer, compression="zstd")
             files[f"{name}.docs.parquet"] = buffer.getvalue()
             artifacts += [{"path": path, "data": data} for path, data in files.items()]
-            shards.append({"name": name, "documents": piece.num_rows, "tokens": int(lengths[lo:hi].sum()),
+            shards.append({"name": name, "documents": sidecar.num_rows, "tokens": hi - lo,
                            "sha256": json.dumps({path: hashlib.sha256(data).hexdigest()
                                                  for path, data in sorted(files.items())})})
         schema = pa.schema([("name", pa.string()), ("documents", pa.int64()), ("tokens", pa.int64()),
@@ -300,6 +313,11 @@ def _cuts(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
             else:
                 out.append((lo, hi))
     return out
+
+
+def _token_cuts(total: int, limit: int) -> list[tuple[int, int]]:
+    """Token ranges of exactly ``limit`` tokens (the last one shorter), documents split where they fall."""
+    return [(lo, min(lo + limit, total)) for lo in range(0, total, limit)]
 
 
 def _flat_tokens(column: pa.ChunkedArray, count: int, dtype: np.dtype) -> np.ndarray:
