@@ -55,6 +55,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+from texts import curate_cmd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -163,13 +164,6 @@ def build_corpus(folder: Path, docs: int, files: int, seed: int, copies: float) 
                 "real_paragraphs": total, "seconds": round(time.perf_counter() - t0, 1)}
     info.write_text(json.dumps(manifest))
     return manifest
-
-
-def curate_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("curate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
 
 
 def build_run(corpus: Path, out: Path, manifest: dict, workers: int) -> dict:

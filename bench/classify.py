@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
+from texts import curate_cmd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -254,13 +255,6 @@ def padding_line(lengths: list[int], groups: list[list[int]], batch_size: int) -
 
 
 # ---- the curate run ------------------------------------------------------------------------------------
-
-def curate_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("curate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
-
 
 @dataclass
 class CurateRun:

@@ -75,6 +75,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import orjson
+from texts import curate_cmd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -712,13 +713,6 @@ def checked(m: Measured, what: str) -> Measured:
 
 
 # ---- curate ------------------------------------------------------------------------------------------
-
-def curate_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("curate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
-
 
 def curate_available() -> bool:
     r = subprocess.run([*curate_cmd(), "dedup", "--help"], capture_output=True, text=True, cwd=REPO, check=False)

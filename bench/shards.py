@@ -72,6 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from texts import curate_cmd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -296,13 +297,6 @@ def run_limit(files: list[Path], threads: int, batch: int, folder: Path) -> Limi
 
 
 # ---- the curate run ------------------------------------------------------------------------------------
-
-def curate_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("curate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
-
 
 class TreeCpu:
     """CPU seconds (user + system) of a process and all its descendants, sampled every ``interval`` s; a

@@ -1,4 +1,5 @@
-"""Distinct real documents from shared/data for the benches, and where that data is.
+"""Distinct real documents from shared/data for the benches, where that data is, and the curate command
+they time.
 
 Throughput of the heuristic filters depends on how often a whitespace chunk has been seen before (their
 memos), so a bench that repeats documents measures a hit rate no crawl has. Every document here is real
@@ -13,6 +14,7 @@ import gzip
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,11 @@ def distinct_documents(limit: int | None = None, max_chars: int | None = None) -
             elif len(out) < limit:
                 out.append(doc)
     return out
+
+
+def curate_cmd() -> list[str]:
+    """The installed ``curate`` entry point next to this interpreter (what a user runs), else ``-c``."""
+    script = Path(sys.executable).with_name("curate")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]

@@ -48,6 +48,8 @@ import threading  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from texts import curate_cmd  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "_work" / "whole-process"
 QUICKSTART_PIPELINE = "pipelines/quickstart.yaml"
@@ -101,14 +103,6 @@ def checked(proc: Proc, what: str) -> Proc:
         tail = "\n".join(proc.output().splitlines()[-25:])
         raise SystemExit(f"{what} exited with {proc.rc} after {proc.wall:.1f} s; log {proc.log}:\n{tail}")
     return proc
-
-
-def curate_cmd() -> list[str]:
-    """The installed ``curate`` entry point next to this interpreter (what a user runs), else ``-m``."""
-    script = Path(sys.executable).with_name("curate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
 
 
 def run_curate(args: list[str], out: Path, log: Path, cpu: int | None = None) -> Proc:
