@@ -77,3 +77,17 @@ def test_cli_exit_code_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureF
     assert "file not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
+
+
+def test_output_piped_into_a_reader_that_closes_ends_quietly() -> None:
+    """`curate stages | head -1`: no traceback when the pipe closes (exit 141, as a tool killed by SIGPIPE)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main(['stages']))"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "tokenize" in done.stdout  # the normal case still prints everything
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # the reader went away before curate wrote
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
