@@ -125,7 +125,8 @@ def encode_shard(tokens: np.ndarray, lengths: np.ndarray, fmt: str) -> dict[str,
 
     code = MEGATRON_DTYPE_CODES.get(tokens.dtype.name)
     if code is None:
-        raise ValueError(f"Megatron's index has no code for {tokens.dtype}; use one of {', '.join(MEGATRON_DTYPE_CODES)}")
+        raise ValueError(f"Megatron's index has no code for {tokens.dtype}; use one of "
+                         f"{', '.join(MEGATRON_DTYPE_CODES)}")
     if n and lengths.max() > np.iinfo(np.int32).max:
         raise ValueError("a Megatron sequence length is int32: a document has more than 2**31 - 1 tokens")
     pointers = np.zeros(n, dtype="<i8")
@@ -301,8 +302,9 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     except json.JSONDecodeError as exc:
         raise ShardFormatError(f"{path}: not JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("curate_shards") != MANIFEST_VERSION:
+        found = manifest.get("curate_shards") if isinstance(manifest, dict) else None
         raise ShardFormatError(f"{path}: not a curate shard manifest version {MANIFEST_VERSION} "
-                               f"(curate_shards = {manifest.get('curate_shards') if isinstance(manifest, dict) else None!r})")
+                               f"(curate_shards = {found!r})")
     if manifest.get("format") not in FORMATS:
         raise ShardFormatError(f"{path}: format {manifest.get('format')!r} is not one of {', '.join(FORMATS)}")
     try:

@@ -296,7 +296,7 @@ def train_smoke(directory: str | os.PathLike, *, steps: int = 200, seq_len: int 
             if signals:
                 documents = []
                 window_norms = _window_grad_norms(model, batch)  # before the step: the parameters of this batch
-                for item, window_loss, window_norm in zip(batch_items, per_window.tolist(), window_norms):
+                for item, window_loss, window_norm in zip(batch_items, per_window.tolist(), window_norms, strict=True):
                     documents += [{**doc, "window_loss": window_loss, "window_grad_norm": window_norm}
                                   for doc in dataset.documents_at(int(item))]
                 documents.sort(key=lambda doc: -doc["window_grad_norm"])
