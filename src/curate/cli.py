@@ -1,6 +1,6 @@
 """``curate`` command line: ``curate run PIPELINE.yaml --input ... --output DIR``, ``curate dedup INPUT...
---output DIR``, ``curate shards build|inspect|decode|train-smoke``, ``curate classifiers ...``, ``curate audit
-DIR``, ``curate stages``.
+--output DIR``, ``curate shards build|inspect|decode|train-smoke``, ``curate classifiers ...``, ``curate
+decontam build|inspect``, ``curate audit DIR``, ``curate stages``.
 
 Exit codes: 0 success; 1 the run finished but conservation failed, inputs could not be processed (re-run
 to retry them) or the failure policy was exceeded; 2 invalid configuration or inputs, reported before any
@@ -53,10 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     for p in (run, dedup):
         _run_options(p)
     from curate.classify.cli import add_parser as add_classifiers
+    from curate.decontam.cli import add_parser as add_decontam
     from curate.shards.cli import add_parser as add_shards
 
     add_classifiers(sub)
     add_shards(sub, _run_options)
+    add_decontam(sub)
     stages = sub.add_parser("stages", help="list the registered stages")
     stages.set_defaults(command="stages")
     from curate.audit.cli import add_parser as add_audit
@@ -105,6 +107,10 @@ def _main(argv: list[str] | None) -> int:
         from curate.shards.cli import run as run_shards
 
         return run_shards(args)
+    if args.command == "decontam":
+        from curate.decontam.cli import run as run_decontam
+
+        return run_decontam(args)
     if args.command == "audit":
         from curate.audit.cli import run as run_audit
 

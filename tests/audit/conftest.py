@@ -1,5 +1,6 @@
-"""One real run shared by the audit tests: the FineWeb recipe over every WARC of ../shared/data/warc, then
-exact dedup, a fastText-free classify-less tokenize into shards (so the funnel reaches tokens)."""
+"""One real run shared by the audit tests: the FineWeb recipe (its pii stage included) over every WARC of
+../shared/data/warc, with exact dedup before MinHash and a tokenize into shards at the end (so the funnel
+reaches tokens)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ def audited_run(shared_data: Path, ray_session, tmp_path_factory) -> Path:
 
     recipe = (REPO / "pipelines" / "fineweb.yaml").read_text()
     pipeline = tmp_path_factory.mktemp("audit-pipeline") / "audit.yaml"
-    pipeline.write_text(recipe.replace("  - minhash_dedup: {threshold: 0.8}",
-                                       "  - exact_dedup: {}\n  - minhash_dedup: {threshold: 0.8}\n"
-                                       "  - tokenize: {shard_tokens: 20000}"))
+    minhash = "  - minhash_dedup: {threshold: 0.8}"
+    recipe = recipe.replace(minhash, "  - exact_dedup: {}\n" + minhash)
+    pipeline.write_text(recipe.replace("  - pii: {}", "  - pii: {}\n  - tokenize: {shard_tokens: 20000}"))
     out = tmp_path_factory.mktemp("audit-run") / "out"
     warcs = sorted(str(p) for p in (shared_data / "warc").iterdir() if p.name.endswith((".warc.gz", ".warc")))
     assert main(["run", str(pipeline), "-i", *warcs, "-o", str(out), "--no-progress", "--workers", "2"]) == 0

@@ -1,4 +1,4 @@
-"""``curate audit <command> OUT``: summary, sample, why, sql, grep, similar, report, diff.
+"""``curate audit <command> OUT``: summary, sample, why, pii, sql, grep, similar, report, diff.
 
 Each command is a module of this package with ``HELP``, ``add_arguments(parser)`` and ``run(args, output)``
 (``output`` a :class:`curate.audit.run.RunOutput`); ``curate audit OUT`` alone is ``summary``.
@@ -14,12 +14,12 @@ import sys
 from curate.config import ConfigError, load_profile
 from curate.io.fs import Location
 
-COMMANDS = ("summary", "sample", "why", "sql", "grep", "similar", "report", "diff")
+COMMANDS = ("summary", "sample", "why", "pii", "sql", "grep", "similar", "report", "diff")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("audit", help="what every stage removed and why: summary, sample, why, sql, grep, "
-                            "similar, report, diff")
+    parser = sub.add_parser("audit", help="what every stage removed and why: summary, sample, why, pii, sql, "
+                            "grep, similar, report, diff")
     commands = parser.add_subparsers(dest="audit_command", required=True)
     for name in available():
         module = importlib.import_module(f"curate.audit.{name}")

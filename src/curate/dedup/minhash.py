@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +101,14 @@ class MinHashParams(StageParams):
 
 # ---- shingles and signatures -------------------------------------------------------------------------
 
+class WordNormalisation(Protocol):
+    """What :func:`split_words` needs of a stage's parameters (MinHash's, decontamination's)."""
+
+    lowercase: bool
+    punctuation: bool
+    digits: bool
+
+
 def _token_hash(token: str) -> int:
     import xxhash
 
@@ -115,7 +123,7 @@ def _combine(hashes: list[int]) -> int:
     return (h ^ (h >> 32)) & 0xFFFFFFFF
 
 
-def _words_of_tokens(tokens: pa.Array, params: MinHashParams) -> pa.ListArray:
+def _words_of_tokens(tokens: pa.Array, params: WordNormalisation) -> pa.ListArray:
     """White-space tokens → their words: NFKC, punctuation and symbols as separators, digits → 0, a word
     per character of scripts without spaces (a token may give 0 words, e.g. "—", or several, "well-known").
     One definition (RE2's Unicode classes) for the vectorised kernel and the reference alike."""
@@ -171,8 +179,9 @@ def _tokens(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return tokens, np.searchsorted(cuts, bounds)
 
 
-def _split_words(texts: pa.Array, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
-    """Word hashes of every document, flattened, and each document's offsets into them.
+def split_words(texts: pa.Array, params: WordNormalisation) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes (64-bit xxh3 of the normalised word) of every document, flattened, and each document's
+    offsets into them: the words MinHash shingles and decontamination n-grams are made of.
 
     The text is lowercased in Arrow and cut at white space in numpy; the rest of the normalisation (NFKC,
     punctuation, digits, scripts without spaces) runs once per distinct token, not once per token.
@@ -204,7 +213,7 @@ def shingle_hashes(texts: pa.Array | pa.ChunkedArray, params: MinHashParams) -> 
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = pc.fill_null(texts, "")
-    words, doc_offsets = _split_words(texts, params)
+    words, doc_offsets = split_words(texts, params)
     n = params.ngram
     lengths = np.diff(doc_offsets)
     m = len(words)

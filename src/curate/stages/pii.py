@@ -2,11 +2,12 @@
 
 Kinds (in the order they claim overlapping text): ``private_key`` (PEM blocks), ``aws_key`` (access key
 ids), ``api_token`` (GitHub, Slack, Stripe, Google, OpenAI key formats), ``bearer_token``, ``email``
-(also ``name [at] host [dot] de`` obfuscations, and fediverse handles ``@name@host``, which are addresses), ``iban`` (country format and mod-97 checked by
-python-stdnum), ``credit_card`` (network prefix and Luhn checked), ``ip_address`` (IPv4, and IPv6 in
-global unicast 2000::/3; only public addresses by default, as FineWeb anonymised), ``phone`` (E.164
-``+…`` numbers and national formats, checked by libphonenumber for the regions of the document's
-``language`` when that column is present, else ``phone_regions``).
+(also ``name [at] host [dot] de`` obfuscations, and fediverse handles ``@name@host``, which are
+addresses), ``iban`` (country format and mod-97 checked by python-stdnum), ``credit_card`` (network prefix
+and Luhn checked), ``ip_address`` (IPv4, and IPv6 in global unicast 2000::/3; only public addresses by
+default, as FineWeb anonymised), ``phone`` (E.164 ``+…`` numbers and national formats, checked by
+libphonenumber for the regions of the document's ``language`` when that column is present, then
+``phone_regions``; digits without separators only right after a word such as "Telefon").
 
 Public and example data is left alone: ``example.com/.net/.org`` and the reserved ``.example``,
 ``.test``, ``.invalid``, ``.localhost`` names (``allow_domains`` adds more), documentation, private and
@@ -158,10 +159,11 @@ _PHONE_BLOCKERS = re.compile(r"(?:isbn|issn|doi|arxiv|pmid|ean|gtin|sku|art\.?[\
 #: A date (01.02.2024, 2024-01-15, 04/26/2011 …) at the start of a candidate ("03/05/2022 20:36" is no
 #: phone), a dated one anywhere in it ("0.5 2003-03-08"), or a decimal start ("0.8-20031228").
 _DATE_START = re.compile(r"[0-9]{1,4}[./\-][0-9]{1,2}[./\-][0-9]{2,4}(?![0-9])|0\.[0-9]")
-_DATE_INSIDE = re.compile(r"(?:19|20)[0-9]{2}[./\-][01]?[0-9][./\-][0-3]?[0-9]|[0-3]?[0-9][./\-][01]?[0-9][./\-](?:19|20)[0-9]{2}")
+_DATE_INSIDE = re.compile(r"(?:19|20)[0-9]{2}[./\-][01]?[0-9][./\-][0-3]?[0-9]"
+                          r"|[0-3]?[0-9][./\-][01]?[0-9][./\-](?:19|20)[0-9]{2}")
 _TIME_AFTER = re.compile(r"[:h][0-9]{2}")
-_IP_CONTEXT = re.compile(r"(?:\bip|ipv4|address|adresse|dns|server|host|gateway|ping|router|vpn|proxy)\W*(?:\w+\W+){0,3}$",
-                         re.IGNORECASE)
+_IP_CONTEXT = re.compile(r"(?:\bip|ipv4|address|adresse|dns|server|host|gateway|ping|router|vpn|proxy)"
+                         r"\W*(?:\w+\W+){0,3}$", re.IGNORECASE)
 
 _CARD = re.compile(r"(?<![0-9\w])(?<![0-9][ \-])(?:[0-9]{4}[ \-]){3}[0-9]{1,7}(?![0-9]|[ \-][0-9])"
                    r"|(?<![0-9\w])[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4,5}(?![0-9]|[ \-][0-9])"
@@ -171,8 +173,9 @@ _IPV4 = re.compile(r"(?<![\w.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![\w]|\.[0-9])")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2,38}(?![\w:]|\.[0-9])")
 _VERSION_BEFORE = re.compile(r"(?:version|versión|ver\.|release|build|firmware|v)\s*$", re.IGNORECASE)
 _AWS_KEY = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")
-_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-                          r"(?:[\s\S]{0,8000}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:\-,]*)")
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"  # to its END, or its base64
+                          r"(?:[\s\S]{0,8000}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+                          r"|[A-Za-z0-9+/=\s:\-,]*)")
 _BEARER = re.compile(r"(?<=[Bb]earer )[A-Za-z0-9\-._~+/]{20,}=*")
 _API_TOKEN = re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
                         r"|xox[abposr]-[A-Za-z0-9\-]{10,}|[sr]k_live_[A-Za-z0-9]{20,}|AIza[0-9A-Za-z_\-]{35}"
