@@ -15,6 +15,10 @@ File layout (little-endian)::
     hashes  uint64[entries]  sorted          one entry per distinct (n-gram, item)
     items   uint32[entries]                  the item holding that n-gram
     table   Arrow IPC stream                 per item: benchmark, item_id, n_grams
+    bitmap  uint8[2^k / 8]                   bit (value >> (64 - k)) set for every indexed value
+
+A lookup first tests the bitmap (one random byte per n-gram; with 2^k >= 16 x distinct values, 94 % or
+more of a document's n-grams stop there) and binary-searches the sorted values only for the rest.
 
 False positives: a document n-gram is reported present without being in any item only when its 64-bit
 value collides with one of the index's distinct values, probability ``distinct / 2^64`` per lookup
@@ -42,7 +46,7 @@ import pyarrow.parquet as pq
 from curate.dedup.minhash import split_words
 
 MAGIC = b"CURDECON"
-VERSION = 1
+VERSION = 2
 _ALIGN = 64
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _LENGTH_MIX = np.uint64(0xD6E8FEB86659FD93)
@@ -66,21 +70,21 @@ def ngram_values(words: np.ndarray, offsets: np.ndarray, n: int, lengths: Iterab
     """
     values, docs, starts, sizes = [], [], [], []
     counts = np.diff(offsets)
-    for size in sorted({n, *lengths}, reverse=True):
-        m = len(words) - size + 1
-        if m <= 0:
+    wanted = {n, *lengths}
+    h = words.copy()  # h[i]: the (j+1)-gram starting at word i, extended by one word per step
+    for j in range(max(wanted)):
+        if j:
+            with np.errstate(over="ignore"):
+                h = (h[:-1] * _MULTIPLIER) ^ words[j:]
+        size = j + 1
+        if size not in wanted or not len(h):
             continue
-        h = words[:m].copy()
-        with np.errstate(over="ignore"):
-            for j in range(1, size):
-                h = (h * _MULTIPLIER) ^ words[j:j + m]
-            h ^= np.uint64(size) * _LENGTH_MIX
-            h = _mix64(h)
         per_doc = np.maximum(counts - size + 1, 0)
         total = int(per_doc.sum())
         first = np.repeat(offsets[:-1] - (np.cumsum(per_doc) - per_doc), per_doc) + np.arange(total)
         doc = np.repeat(np.arange(len(counts)), per_doc)
-        values.append(h[first])
+        with np.errstate(over="ignore"):
+            values.append(_mix64(h[first] ^ (np.uint64(size) * _LENGTH_MIX)))
         docs.append(doc)
         starts.append(first - offsets[doc])
         sizes.append(np.full(total, size, np.int64))
@@ -263,11 +267,14 @@ def build_index(items: Iterable[EvalItem], output: str | os.PathLike, ngram: int
     order = np.lexsort((all_owners, all_hashes))
     all_hashes, all_owners = all_hashes[order], all_owners[order]
     distinct = int(np.count_nonzero(np.diff(all_hashes)) + (1 if len(all_hashes) else 0))
+    bitmap_bits = _bitmap_bits(distinct)
+    bitmap = _bitmap(all_hashes, bitmap_bits)
     header = {
         "version": VERSION, "ngram": ngram, "min_item_words": min_item_words,
         "normalisation": normalisation.__dict__, "words": "curate-words-v1 (split_words: xxh3_64 per word)",
         "lengths": sorted(lengths),
         "entries": len(all_hashes), "distinct": distinct, "items": len(table["benchmark"]),
+        "bitmap_bits": bitmap_bits,
         "skipped_short_items": skipped, "benchmarks": per_benchmark,
         "false_positive_per_lookup": distinct / 2.0**64, "sources": sources or [],
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -288,13 +295,16 @@ def build_index(items: Iterable[EvalItem], output: str | os.PathLike, ngram: int
         encoded = json.dumps({**header, "sections": sections}, sort_keys=True).encode()
         hashes_at = _aligned(len(MAGIC) + 8 + len(encoded))
         items_at = _aligned(hashes_at + all_hashes.nbytes)
-        placed = {"hashes": hashes_at, "items": items_at, "table": _aligned(items_at + all_owners.nbytes)}
+        table_at = _aligned(items_at + all_owners.nbytes)
+        placed = {"hashes": hashes_at, "items": items_at, "table": table_at,
+                  "bitmap": _aligned(table_at + blob.size)}
         if placed == sections:
             break
         sections = placed
     with open(temporary, "wb") as f:
         f.write(MAGIC + struct.pack("<II", VERSION, len(encoded)) + encoded)
-        for name, data in (("hashes", all_hashes.tobytes()), ("items", all_owners.tobytes()), ("table", blob)):
+        for name, data in (("hashes", all_hashes.tobytes()), ("items", all_owners.tobytes()), ("table", blob),
+                           ("bitmap", bitmap.tobytes())):
             f.write(b"\0" * (sections[name] - f.tell()))
             f.write(data)
     os.replace(temporary, output)
@@ -305,6 +315,23 @@ def build_index(items: Iterable[EvalItem], output: str | os.PathLike, ngram: int
 
 def _aligned(offset: int) -> int:
     return -(-offset // _ALIGN) * _ALIGN
+
+
+def _bitmap_bits(distinct: int) -> int:
+    """log2 of the bitmap's size: at least 16 bits per distinct value (2^20 .. 2^34 bits)."""
+    return min(max(int(np.ceil(np.log2(max(distinct, 1) * 16))), 20), 34)
+
+
+def _bitmap(values: np.ndarray, bits: int) -> np.ndarray:
+    """The bitmap of sorted ``values``: bit ``value >> (64 - bits)`` set, packed 8 bits a byte."""
+    out = np.zeros(1 << (bits - 3), np.uint8)
+    slots = np.unique(values >> np.uint64(64 - bits))
+    if len(slots):
+        byte = (slots >> np.uint64(3)).astype(np.int64)
+        flags = (np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
+        starts = np.flatnonzero(np.concatenate([[True], byte[1:] != byte[:-1]]))
+        out[byte[starts]] = np.bitwise_or.reduceat(flags, starts)
+    return out
 
 
 def _whole_items(words: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -338,6 +365,8 @@ class NgramIndex:
         self.items = np.memmap(path, np.uint32, "r", sections["items"], (entries,)) if entries else \
             np.zeros(0, np.uint32)
         self._table_offset = sections["table"]
+        self.bitmap_bits: int = self.header["bitmap_bits"]
+        self.bitmap = np.memmap(path, np.uint8, "r", sections["bitmap"], (1 << (self.bitmap_bits - 3),))
         self._table: pa.Table | None = None
         self.ngram: int = self.header["ngram"]
         self.lengths: list[int] = self.header["lengths"]
@@ -354,15 +383,23 @@ class NgramIndex:
 
     def lookup(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For n-gram ``values``: (position in ``values``, item) of every (value, item) hit."""
+        none = np.zeros(0, np.int64), np.zeros(0, np.uint32)
         if not len(values) or not len(self.hashes):
-            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
-        left = np.searchsorted(self.hashes, values, side="left")
-        right = np.searchsorted(self.hashes, values, side="right")
+            return none
+        slots = values >> np.uint64(64 - self.bitmap_bits)
+        maybe = np.flatnonzero(self.bitmap[(slots >> np.uint64(3)).astype(np.int64)]
+                               & (np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8)))
+        if not len(maybe):
+            return none
+        order = np.argsort(values[maybe], kind="stable")  # sorted queries: the binary searches stay in cache
+        maybe = maybe[order]
+        left = np.searchsorted(self.hashes, values[maybe], side="left")
+        right = np.searchsorted(self.hashes, values[maybe], side="right")
         hits = right - left
-        where = np.flatnonzero(hits)
-        if not len(where):
-            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
-        counts = hits[where]
+        found = np.flatnonzero(hits)
+        if not len(found):
+            return none
+        where, counts, left = maybe[found], hits[found], left[found]
         positions = np.repeat(where, counts)
-        entry = np.repeat(left[where] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        entry = np.repeat(left - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
         return positions, np.asarray(self.items[entry])

@@ -15,6 +15,7 @@ n-grams found), and with ``mode: cut`` ``decontaminate_cut_chars``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Literal
@@ -107,15 +108,23 @@ class Decontaminate(DocumentStage):
             # every shared n-gram of an item the document meets min_matches with is cut
             qualifying = pair_count >= p.min_matches
             keep_hit = qualifying[np.cumsum(new_pair) - 1] if len(new_pair) else np.zeros(0, bool)
-            spans: dict[int, list[tuple[int, int]]] = {}
-            for doc, pos in zip(hit_doc[keep_hit], positions[keep_hit], strict=True):
-                spans.setdefault(int(doc), []).append((int(starts[pos]), int(starts[pos] + sizes[pos])))
+            cut_docs, cut_positions = hit_doc[keep_hit], positions[keep_hit]  # sorted by document
+            bounds = np.flatnonzero(np.concatenate([[True], cut_docs[1:] != cut_docs[:-1], [True]]))
+            spans = {}  # document -> (first word, end word) of every n-gram to cut
+            for a, b in itertools.pairwise(bounds if len(cut_docs) else []):
+                where = cut_positions[a:b]
+                spans[int(cut_docs[a])] = (starts[where], starts[where] + sizes[where])
             cut_text = texts.to_pylist() if spans else []
             cut_chars = np.zeros(n, np.int64)
             emptied = np.zeros(n, bool)
+            tokens = {doc: [(m.start(), m.end()) for m in _TOKEN.finditer(cut_text[doc])] for doc in spans}
+            counts = self._words_per_token([cut_text[doc][s:e] for doc in spans for s, e in tokens[doc]])
+            at = 0
             for doc, word_ranges in spans.items():
-                text = cut_text[doc]
-                cut, removed = self._cut(text, word_ranges, int(offsets[doc + 1] - offsets[doc]))
+                per_token, at = counts[at:at + len(tokens[doc])], at + len(tokens[doc])
+                if int(per_token.sum()) != offsets[doc + 1] - offsets[doc]:  # both follow split_words: never cut blind
+                    raise RuntimeError(f"{self.name}: token split disagrees with the word split in row {doc}")
+                cut, removed = self._cut(cut_text[doc], tokens[doc], per_token, word_ranges)
                 cut_text[doc], cut_chars[doc] = cut, removed
                 emptied[doc] = not cut.strip()
             if spans:
@@ -126,23 +135,27 @@ class Decontaminate(DocumentStage):
         return self.remove(batch, pa.array(remove), pa.array(labels, pa.string()),
                            pa.array(matches.astype(np.float64)), float(p.min_matches))
 
-    def _cut(self, text: str, word_ranges: list[tuple[int, int]], n_words: int) -> tuple[str, int]:
+    def _words_per_token(self, tokens: list[str]) -> np.ndarray:
+        """How many words :func:`split_words` makes of each white-space token (0 for "—", 2 for "well-known")."""
+        array = pa.array(tokens, pa.string())
+        if self.index.normalisation.lowercase:
+            array = pc.utf8_lower(array)
+        words = _words_of_tokens(array, self.index.normalisation)
+        nonempty = pc.greater(pc.binary_length(pc.list_flatten(words)), 0)
+        parents = pc.list_parent_indices(words).filter(nonempty).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, minlength=len(tokens))
+
+    @staticmethod
+    def _cut(text: str, tokens: list[tuple[int, int]], per_token: np.ndarray,
+             word_ranges: tuple[np.ndarray, np.ndarray]) -> tuple[str, int]:
         """``text`` without the tokens that words [start, end) of each range came from; chars removed."""
-        tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
-        lowered = [text[s:e].lower() if self.index.normalisation.lowercase else text[s:e] for s, e in tokens]
-        per_token = [sum(1 for w in ws if w) for ws in
-                     _words_of_tokens(pa.array(lowered, pa.string()), self.index.normalisation).to_pylist()]
-        if sum(per_token) != n_words:  # cannot happen while both follow split_words; never cut blind
-            raise RuntimeError(f"{self.name}: token split disagrees with the word split ({sum(per_token)} vs "
-                               f"{n_words} words)")
         token_of_word = np.repeat(np.arange(len(tokens)), per_token)
-        char_spans = sorted((tokens[token_of_word[a]][0], tokens[token_of_word[b - 1]][1]) for a, b in word_ranges)
-        merged: list[list[int]] = []
-        for start, end in char_spans:  # spans with only white space between them are one cut
-            if merged and not text[merged[-1][1]:start].strip():
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
+        cover = np.zeros(len(tokens) + 1, np.int64)  # +1 where a cut range of tokens starts, -1 after it ends
+        np.add.at(cover, token_of_word[word_ranges[0]], 1)
+        np.add.at(cover, token_of_word[word_ranges[1] - 1] + 1, -1)
+        covered = np.concatenate([[0], (np.cumsum(cover[:-1]) > 0).astype(np.int8), [0]])
+        edges = np.flatnonzero(np.diff(covered))  # runs of cut tokens: white space between them goes too
+        merged = [(tokens[a][0], tokens[b - 1][1]) for a, b in zip(edges[0::2], edges[1::2], strict=True)]
         out = text[:merged[0][0]]
         for k, (start, end) in enumerate(merged):
             after = text[end:merged[k + 1][0]] if k + 1 < len(merged) else text[end:]
