@@ -68,3 +68,20 @@ def test_decontaminate_and_pii_from_the_cli(shared_data: Path, ray_session, tmp_
     assert "email" in shown and "before (shape)" in shown and "<EMAIL>" in shown and "•" in shown
     assert main(["audit", "why", str(out), removed[0]["id"]]) == 0
     assert f"wikitext-2.valid:{WIKITEXT_LINE}" in capsys.readouterr().out
+
+
+def test_fineweb_recipe_with_its_decontaminate_line_put_back(shared_data: Path, ray_session, tmp_path: Path) -> None:
+    """The recipe's commented `decontaminate` stanza, uncommented as its comment says, runs as written."""
+    recipe = (Path(__file__).resolve().parents[2] / "pipelines" / "fineweb.yaml").read_text()
+    line = "  # - decontaminate: {index: evals.idx}"
+    assert line in recipe
+    index = tmp_path / "evals.idx"
+    assert main(["decontam", "build", str(shared_data / "text" / "wikitext-2.valid.txt"), "-o", str(index)]) == 0
+    pipeline = tmp_path / "fineweb.yaml"
+    pipeline.write_text(recipe.replace(line, line.replace("# ", "", 1).replace("evals.idx", str(index))))
+    out = tmp_path / "out"
+    warc = shared_data / "warc" / "dolma-wget-sample-0000.warc.gz"
+    assert main(["run", str(pipeline), "-i", str(warc), "-o", str(out), "--no-progress"]) == 0
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["conservation_ok"]
+    assert list(stats["stages"])[-3:] == ["minhash_dedup", "decontaminate", "pii"]
