@@ -288,3 +288,35 @@ def test_adding_inputs_redoes_corpus_wide_steps(shared_data: Path, ray_session, 
     assert report["source"].to_pylist() == ["reddit.com/r/microwavegang"]
     assert "reddit.com/r/microwavegang" not in set(pq.read_table(out / "kept")["source"].to_pylist())
     assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_common_crawl_listing_with_shard_and_limit(shared_data: Path, ray_session, http_server: str,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-i warc.paths.gz` reads a listing of relative paths (here served over HTTP like data.commoncrawl.org)
+    and `--shard K/N --limit M` takes a deterministic slice of it."""
+    import gzip
+
+    names = sorted(p.name for p in (shared_data / "warc").glob("*.warc.gz"))
+    listing = tmp_path / "warc.paths.gz"
+    listing.write_bytes(gzip.compress("".join(f"{n}\n" for n in names).encode()))
+    out = tmp_path / "out"
+    assert run_cli(QUICKSTART, "-i", listing, "--listing-base", http_server, "--shard", "1/3", "--limit", "2",
+                   "-o", out) == 0
+    expected = [f"{http_server}/{n}" for n in names][1::3][:2]
+    assert json.loads((out / "run.json").read_text())["inputs"] == expected
+    assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+    capsys.readouterr()
+    assert run_cli(QUICKSTART, "-i", listing, "--shard", "3/3", "-o", tmp_path / "bad") == 2
+    assert "0 <= K < N" in capsys.readouterr().err
+    assert run_cli(QUICKSTART, "-i", tmp_path / "none.paths.gz", "-o", tmp_path / "bad") == 2
+
+
+def test_input_selection_is_disjoint_and_covers() -> None:
+    from curate.io.fs import InputError, select_inputs
+
+    uris = [f"f{i}" for i in range(10)]
+    shards = [select_inputs(uris, (k, 3)) for k in range(3)]
+    assert sorted(sum(shards, [])) == sorted(uris) and shards[0] == ["f0", "f3", "f6", "f9"]
+    assert select_inputs(uris, limit=2) == ["f0", "f1"]
+    with pytest.raises(InputError):
+        select_inputs(uris, limit=0)

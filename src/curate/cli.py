@@ -25,8 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline over WARC inputs")
     run.add_argument("pipeline", help="pipeline YAML (see pipelines/)")
     run.add_argument("--input", "-i", nargs="+", required=True,
-                     help="WARC paths, globs, directories, s3:// or https:// URLs")
+                     help="WARC paths, globs, directories, s3:// or https:// URLs, or a Common Crawl listing "
+                     "(warc.paths.gz: local, s3:// or https://)")
     run.add_argument("--output", "-o", required=True, help="output folder (local path or s3://...)")
+    run.add_argument("--listing-base", default=None, help="what a listing's relative paths are resolved against "
+                     "(default: the profile's listing_base_url, https://data.commoncrawl.org/)")
+    run.add_argument("--shard", default=None, metavar="K/N", help="take every N-th input from the K-th (0-based), "
+                     "e.g. 0/100; shards 0..N-1 are disjoint and cover the inputs")
+    run.add_argument("--limit", type=int, default=None, metavar="N", help="then only the first N inputs")
     dedup = sub.add_parser("dedup", help="exact + MinHash near-duplicate removal over a Parquet/JSONL corpus",
                            description="Runs jsonl_read/parquet_read, exact_dedup and minhash_dedup, with the same "
                            "kept/, removed/, stats/ layout and conservation check as `curate run`.")
@@ -65,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit(sub)
     return parser
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    k, sep, n = value.partition("/")
+    if not sep or not k.isdigit() or not n.isdigit() or int(n) < 1:
+        raise ConfigError(f"--shard {value}: expected K/N with 0 <= K < N, e.g. 0/100")
+    return int(k), int(n)
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -134,13 +149,15 @@ def _main(argv: list[str] | None) -> int:
         else:
             pipeline, inputs = load_pipeline(args.pipeline), args.input
         profile = load_profile(args.config)
-        overrides = {k: v for k, v in (("ray_address", args.ray_address), ("workers", args.workers)) if v}
+        overrides = {k: v for k, v in (("ray_address", args.ray_address), ("workers", args.workers),
+                                       ("listing_base_url", getattr(args, "listing_base", None))) if v}
         if args.workers is not None and args.workers < 1:
             raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
         profile = RuntimeProfile(**{**profile.model_dump(), **overrides})
         from curate.runner import Runner
 
-        runner = Runner(pipeline, inputs, args.output, profile, progress=not args.no_progress)
+        runner = Runner(pipeline, inputs, args.output, profile, progress=not args.no_progress,
+                        shard=_shard(getattr(args, "shard", None)), limit=getattr(args, "limit", None))
         loaded = time.time() - started  # imports, the pipeline's stages and the input listing
     except (ConfigError, InputError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)

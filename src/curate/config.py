@@ -36,6 +36,9 @@ class RuntimeProfile(_Strict):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for remote inputs/outputs (e.g. S3 endpoint)"
     )
+    listing_base_url: str = Field("https://data.commoncrawl.org/", description="what the relative paths of an "
+                                  "input listing (a Common Crawl warc.paths.gz) are resolved against; e.g. "
+                                  "s3://commoncrawl/ to read the snapshot from S3")
     unit_attempts: int = Field(3, ge=1, description="tries per unit (an input file, a shuffle partition) when "
                                "its worker dies or it raises; then the input is left unfinished and listed")
     shuffle_partition_bytes: int = Field(128 << 20, ge=1, description="global stages: target uncompressed bytes "

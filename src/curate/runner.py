@@ -33,7 +33,7 @@ from curate.config import ConfigError, Pipeline, RuntimeProfile
 from curate.console import log, progress
 from curate.execute import (ARTIFACTS, ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob,
                             ReduceUnit, data_bytes)
-from curate.io.fs import InputError, Location, expand_inputs, file_id, write_text_atomic
+from curate.io.fs import InputError, Location, expand_inputs, file_id, select_inputs, write_text_atomic
 from curate.schema import TRANSIENT_COLUMNS
 from curate.stage import DocumentStage, GlobalStage, Resources, RoundResult, ShuffleRound, next_round
 
@@ -252,12 +252,13 @@ def _first_line(exc: BaseException) -> str:
 
 class Runner:
     def __init__(self, pipeline: Pipeline, inputs: list[str], output: str, profile: RuntimeProfile,
-                 progress: bool = True) -> None:
+                 progress: bool = True, shard: tuple[int, int] | None = None, limit: int | None = None) -> None:
         self.pipeline = pipeline
         self.output = output.rstrip("/")
         self.profile = profile
         self.progress = progress
-        self.inputs = expand_inputs(inputs, profile.storage_options)  # fails before Ray starts
+        expanded = expand_inputs(inputs, profile.storage_options, profile.listing_base_url)  # fails before Ray
+        self.inputs = select_inputs(expanded, shard, limit) if shard or limit else expanded
         self.units = {file_id(uri): uri for uri in self.inputs}
         self.steps = plan_steps(pipeline)
         self.kinds = [s.kind for s in self.steps]

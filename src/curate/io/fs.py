@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,10 @@ import fsspec
 from fsspec.core import url_to_fs
 
 _GLOB_CHARS = "*?["
+#: Common Crawl lists a snapshot's files in ``warc.paths.gz`` (``wet.paths.gz``, …): one path per line,
+#: relative to its data server.
+LISTING_SUFFIXES = (".paths", ".paths.gz")
+DEFAULT_LISTING_BASE = "https://data.commoncrawl.org/"
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,16 @@ class InputError(ValueError):
     """A user-named input that does not exist or cannot be listed."""
 
 
-def expand_inputs(patterns: list[str], storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Resolve paths, globs and directories to a sorted, de-duplicated list of file URIs."""
+def expand_inputs(patterns: list[str], storage_options: dict[str, Any] | None = None,
+                  listing_base: str = DEFAULT_LISTING_BASE) -> list[str]:
+    """Resolve paths, globs, directories and Common Crawl listings to a sorted, de-duplicated list of file
+    URIs. A listing's entries are taken as listed (relative ones against ``listing_base``), without a
+    request per file: one that is missing is reported as an unreadable input when the run reaches it."""
     found: set[str] = set()
     for pattern in patterns:
+        if pattern.endswith(LISTING_SUFFIXES):
+            found.update(read_listing(pattern, storage_options, listing_base))
+            continue
         if pattern.startswith(("http://", "https://")):
             fs, _ = url_to_fs(pattern, **(storage_options or {}))
             if not fs.exists(pattern):  # HTTP cannot be listed or globbed: one URL is one file
@@ -56,6 +68,43 @@ def expand_inputs(patterns: list[str], storage_options: dict[str, Any] | None = 
             raise InputError(f"input matches no files: {pattern}")
         found.update(prefix + m for m in matches)
     return sorted(found)
+
+
+def read_listing(uri: str, storage_options: dict[str, Any] | None = None,
+                 listing_base: str = DEFAULT_LISTING_BASE) -> list[str]:
+    """The file URIs a listing names, in its order (local, ``s3://`` or ``https://``; gzip by suffix)."""
+    try:
+        with open_input(uri, storage_options) as raw:
+            data = raw.read()
+    except FileNotFoundError as exc:
+        raise InputError(f"input listing not found: {uri}") from exc
+    if uri.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"input listing {uri}: not gzip ({exc})") from exc
+    entries = [line.strip() for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8") if line.strip()]
+    if not entries:
+        raise InputError(f"input listing {uri} names no files")
+    base = listing_base.rstrip("/") + "/"
+    return [e if "://" in e or e.startswith("/") else base + e for e in entries]
+
+
+def select_inputs(uris: list[str], shard: tuple[int, int] | None = None, limit: int | None = None) -> list[str]:
+    """A deterministic slice: every ``n``-th input from the ``k``-th (``shard=(k, n)``, 0 <= k < n), then
+    the first ``limit`` of those; shards 0..n-1 of one list are disjoint and cover it."""
+    if shard is not None:
+        k, n = shard
+        if not 0 <= k < n:
+            raise InputError(f"--shard {k}/{n}: expected 0 <= K < N")
+        uris = uris[k::n]
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit {limit}: expected a positive number of inputs")
+        uris = uris[:limit]
+    if not uris:
+        raise InputError("the input selection (--shard/--limit) is empty")
+    return uris
 
 
 def file_id(uri: str) -> str:
