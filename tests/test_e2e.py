@@ -316,7 +316,7 @@ def test_input_selection_is_disjoint_and_covers() -> None:
 
     uris = [f"f{i}" for i in range(10)]
     shards = [select_inputs(uris, (k, 3)) for k in range(3)]
-    assert sorted(sum(shards, [])) == sorted(uris) and shards[0] == ["f0", "f3", "f6", "f9"]
+    assert sorted(u for shard in shards for u in shard) == sorted(uris) and shards[0] == ["f0", "f3", "f6", "f9"]
     assert select_inputs(uris, limit=2) == ["f0", "f1"]
     with pytest.raises(InputError):
         select_inputs(uris, limit=0)
