@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Curate web crawls into pretraining corpora.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline over WARC inputs")
-    run.add_argument("pipeline", help="pipeline YAML (see pipelines/)")
+    run.add_argument("pipeline", help="pipeline YAML, or a built-in recipe's name: fineweb, quickstart")
     run.add_argument("--input", "-i", nargs="+", required=True,
                      help="WARC paths, globs, directories, s3:// or https:// URLs, or a Common Crawl listing "
                      "(warc.paths.gz: local, s3:// or https://)")

