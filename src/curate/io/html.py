@@ -14,7 +14,7 @@ import pickle
 import re
 import struct
 import sys
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 _META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
 _HEADER = struct.Struct("<Q")
@@ -24,6 +24,16 @@ class EngineOptions(Protocol):
     engine: str
     main_content: bool
     favor_precision: bool
+    model: str | None
+
+
+class Extraction(NamedTuple):
+    """One page's extraction; the boilerplate fields are set by the ``curate`` engine only."""
+
+    text: str
+    encoding: str
+    boilerplate: str | None = None  # the lines its classifier cut, in page order
+    boilerplate_share: float | None = None  # their share of the main-content characters
 
 
 def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
@@ -52,7 +62,20 @@ def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
 
 def extract_text(html: bytes, declared: str | None, options: EngineOptions) -> tuple[str, str]:
     """(text, encoding) of one page with the configured engine."""
+    extraction = extract_page(html, declared, options)
+    return extraction.text, extraction.encoding
+
+
+def extract_page(html: bytes, declared: str | None, options: EngineOptions) -> Extraction:
+    """One page with the configured engine: ``resiliparse`` (main content or the whole page),
+    ``trafilatura``, or ``curate`` (resiliparse's main content, then a learned line classifier drops the
+    boilerplate it kept: :mod:`curate.io.boilerplate`)."""
     page, encoding = decode_html(html, declared)
+    if options.engine == "curate":
+        from curate.io.boilerplate import load_model, split_main_text
+
+        text, cut, share = split_main_text(page, load_model(options.model))
+        return Extraction(text.strip(), encoding, cut, share)
     if options.engine == "resiliparse":
         from resiliparse.extract.html2text import extract_plain_text
 
@@ -63,7 +86,7 @@ def extract_text(html: bytes, declared: str | None, options: EngineOptions) -> t
 
         text = trafilatura.extract(page, favor_precision=options.favor_precision, include_comments=False,
                                    deduplicate=True) or ""
-    return text.strip(), encoding
+    return Extraction(text.strip(), encoding)
 
 
 def write_frame(stream: IO[bytes], value: Any) -> None:
@@ -93,14 +116,15 @@ class _Options:
         self.engine = values["engine"]
         self.main_content = values["main_content"]
         self.favor_precision = values["favor_precision"]
+        self.model = values.get("model")
 
 
 def serve(options: EngineOptions) -> None:
-    """Answer ``(html, declared charset)`` frames with ``(status, text or message, encoding)`` frames."""
+    """Answer ``(html, declared charset)`` frames with ``("ok", Extraction)`` or ``("error", message)`` frames."""
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
-    extract_text(b"<html><body><p>warm-up</p></body></html>", None, options)  # import the engine first
-    write_frame(protocol, ("ready", "", ""))
+    extract_page(b"<html><body><p>warm-up</p></body></html>", None, options)  # import the engine first
+    write_frame(protocol, ("ready", None))
     stdin = sys.stdin.buffer.fileno()
     while True:
         try:
@@ -108,9 +132,9 @@ def serve(options: EngineOptions) -> None:
         except EOFError:
             return
         try:
-            write_frame(protocol, ("ok", *extract_text(html, declared, options)))
+            write_frame(protocol, ("ok", tuple(extract_page(html, declared, options))))
         except Exception as exc:  # noqa: BLE001 - reported per document, the child stays alive
-            write_frame(protocol, ("error", f"{type(exc).__name__}: {exc}", ""))
+            write_frame(protocol, ("error", f"{type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":
