@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from curate.io.html import decode_html, extract_text
@@ -366,3 +367,21 @@ def test_language_trafilatura_pages_agree_with_reference(traf):
     assert counts.most_common(1)[0][0] == "de" and counts["de"] / len(rows) >= 0.6
     assert agree_ref >= 0.90
     assert agree_stats >= 0.90
+
+
+def test_audit_why_shows_what_the_curate_engine_cut(shared_data: Path, rebuilt_boilerplate, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from curate.cli import main
+
+    pipeline = tmp_path / "p.yaml"
+    model = rebuilt_boilerplate[0]
+    pipeline.write_text(f"stages:\n  - warc_read: {{}}\n  - extract: {{engine: curate, model: '{model}'}}\n")
+    out = tmp_path / "out"
+    warc = shared_data / "warc" / "dolma-wget-sample-0000.warc.gz"
+    assert main(["run", str(pipeline), "-i", str(warc), "-o", str(out), "--no-progress", "--workers", "1"]) == 0
+    kept = pq.read_table(out / "kept", columns=["id", "extract_boilerplate", "extract_boilerplate_share"])
+    row = next(r for r in kept.to_pylist() if r["extract_boilerplate"])
+    capsys.readouterr()
+    assert main(["audit", "why", str(out), row["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert "cut as boilerplate by extract" in shown and row["extract_boilerplate"].split("\n")[0][:40] in shown

@@ -58,7 +58,10 @@ def _story(kind: str, row: dict[str, Any], output: RunOutput) -> dict[str, Any]:
             "characters": len(text), "text": text[:_TEXT]}
     triple = {"removed_by", "reason", "score", "threshold"}
     documented = set(base) | triple | {"warc_path", "warc_offset", "host", "content_type", "charset", "html"}
+    boilerplate = row.pop("extract_boilerplate", None)  # the extract engine curate's cut lines
     signals = {k: v for k, v in sorted(row.items()) if k not in documented and v is not None}
+    if boilerplate:
+        base["boilerplate"] = boilerplate
     if kind == "kept":
         return {"status": "kept", **base, "signals": signals, "shards": _in_shards(output, row["id"])}
     story = {"status": "removed", "stage": row["removed_by"], "reason": row["reason"], "score": row["score"],
@@ -98,6 +101,11 @@ def format_story(story: dict[str, Any]) -> str:
     if story["signals"]:
         lines.append("  signals: " + ", ".join(f"{k}={_short(v)}" for k, v in story["signals"].items()))
     lines.append(f"  text: “{' '.join(story['text'].split())[:200]}”")
+    if story.get("boilerplate"):
+        cut = story["boilerplate"].split("\n")
+        shown = " | ".join(cut)[:300]
+        lines.append(f"  cut as boilerplate by extract ({len(cut)} lines, share "
+                     f"{story['signals'].get('extract_boilerplate_share', 0):.1%}): “{shown}”")
     return "\n".join(lines)
 
 
