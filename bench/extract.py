@@ -291,6 +291,74 @@ def run_datatrove(paths: list[Path], responses: int, keep: list[str], work: Path
 
 # ---- main ------------------------------------------------------------------------------------------
 
+def engines_table(limit: int | None = None, rounds: int = 3) -> None:
+    """Every extraction engine on the shared gold pages, same loop, same core: pages/s (CPU time, decode
+    included, median of interleaved rounds) next to the token P/R/F1 on the scrapinghub gold bodies and
+    the trafilatura ``with``/``without`` snippet shares (scored as tests/stages/test_extract.py does).
+    The floor is the decoding alone (what every engine pays before extracting)."""
+    import gzip
+    import hashlib
+    import statistics
+
+    sys.path.insert(0, str(REPO / "tests" / "stages"))
+    from test_extract import scores  # the tests' scoring, so the table and the floors agree
+
+    from curate.io.html import decode_html, extract_text
+    from curate.stages.extract import ExtractParams
+
+    html = REPO.parent / "shared" / "data" / "html"
+    gold = {f"{k}.html.gz": v["articleBody"] for k, v in
+            json.loads((html / "scrapinghub-aeb" / "ground-truth.json").read_text(encoding="utf-8")).items()}
+    evaldata = {f"{v['file']}.gz": v for v in
+                json.loads((html / "trafilatura" / "evaldata.json").read_text(encoding="utf-8")).values()}
+    pages = [(s, p.name, gzip.decompress(p.read_bytes())) for s in ("scrapinghub-aeb", "trafilatura")
+             for p in sorted((html / s / "html").glob("*.html.gz"))[:limit]]
+    engines = {"floor (decode)": None, "resiliparse": "resiliparse", "trafilatura": "trafilatura",
+               "curate": "curate"}
+    def call(engine: str | None):
+        if engine is None:
+            return lambda raw: decode_html(raw, None)[0]
+        params = ExtractParams(engine=engine)
+        return lambda raw: extract_text(raw, None, params)[0]
+
+    calls = {name: call(engine) for name, engine in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    texts: dict[str, dict[str, str]] = {}
+    order = list(engines) + [n for n in engines if n != "trafilatura"] * (rounds - 1)  # trafilatura: once (slow)
+    for name in order:
+        start = time.process_time()
+        out = {page: calls[name](raw) for _, page, raw in pages}
+        times[name].append(time.process_time() - start)
+        texts.setdefault(name, out)
+    print(f"\nengines on the shared gold pages ({len(pages)} pages, one core, CPU time, median of rounds):")
+    print(f"  {'engine':<15} {'pages/s':>8}  {'AEB P':>6} {'R':>6} {'F1':>6}  {'with':>6} {'without':>8}")
+    rate = {name: len(pages) / statistics.median(t) for name, t in times.items()}
+    for name, engine in engines.items():
+        if engine is None:
+            print(f"  {name:<15} {rate[name]:8.1f}")
+            continue
+        text = texts[name]
+        pairs = [(gold[n], text[n]) for s, n, _ in pages if s == "scrapinghub-aeb"]
+        sc = scores(pairs)
+        found = wanted = absent = unwanted = 0
+        for s, n, _ in pages:
+            if s == "trafilatura" and n in evaldata:
+                squashed = " ".join(text[n].split())
+                found += sum(" ".join(w.split()) in squashed for w in evaldata[n].get("with", []))
+                wanted += len(evaldata[n].get("with", []))
+                absent += sum(" ".join(w.split()) not in squashed for w in evaldata[n].get("without", []))
+                unwanted += len(evaldata[n].get("without", []))
+        print(f"  {name:<15} {rate[name]:8.1f}  {sc['precision']:6.3f} {sc['recall']:6.3f} {sc['f1']:6.3f}  "
+              f"{found / max(wanted, 1):6.3f} {absent / max(unwanted, 1):8.3f}")
+    halves = [sum(1 for s, n, _ in pages if s == "scrapinghub-aeb" and hashlib.sha1(n.encode()).digest()[0] & 1 == h)
+              for h in (0, 1)]
+    print(f"  (curate's model was trained on these pages: its held-out figures, halves of {halves[0]} and "
+          f"{halves[1]} pages\n   each scored by the other half's model, are printed by "
+          "classifiers/boilerplate/train.py and asserted by tests/stages/test_extract.py)")
+    print(f"ratio curate/trafilatura pages/s: {rate['curate'] / rate['trafilatura']:.2f}x (goal >= 5); "
+          f"curate/resiliparse: {rate['curate'] / rate['resiliparse']:.2f}x (goal >= 0.6)")
+
+
 def pin_one_core(cpu: int | None) -> int | None:
     if not hasattr(os, "sched_setaffinity"):
         return None
@@ -331,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diagnose", action="store_true",
                     help="also run ours with in-process extraction (timeout_s=0) and print a cProfile of ours")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--engines-only", action="store_true", help="only the extraction engines' table")
     ap.add_argument("--smoke", action="store_true",
                     help="run every tool on build_corpus.py --smoke's 24 responses, built in a temp dir "
                     "(datatrove on 12)")
@@ -338,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keep = [k for k in args.keep.split(",") if k]
     cpu = None if args.no_pin else pin_one_core(args.cpu)
+    engines_table(limit=8 if args.smoke else None, rounds=1 if args.smoke else 3)
+    if args.engines_only:
+        return 0
     work = Path(tempfile.mkdtemp(prefix="curate-bench-work-"))
     try:
         if args.smoke:

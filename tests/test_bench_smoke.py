@@ -55,6 +55,8 @@ EXPECTED = {
         r"agreement with truth: curate P=\d\.\d{3} R=\d\.\d{3}; datatrove P=\d\.\d{3} R=\d\.\d{3}",
     ],
     "extract": [
+        r"  curate +\d+\.\d +\d\.\d{3} +\d\.\d{3} +\d\.\d{3} +\d\.\d{3} +\d\.\d{3}",
+        r"ratio curate/trafilatura pages/s: \d+\.\d\dx \(goal >= 5\); curate/resiliparse: \d+\.\d\dx",
         r"ratios \(docs/s per core\):",
         r"ours: extract\+language +/ floor +\d+\.\d\d .* / datatrove +\d+\.\d",
         r"ours: \+ \d+ filters +/ floor +\d+\.\d\d .* / datatrove +\d+\.\d",
