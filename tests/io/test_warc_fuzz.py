@@ -34,11 +34,12 @@ the one the regex of the reader reads, or None.
 Bugs this found in warc.py are strict xfail tests at the end (each reason says what goes wrong and where),
 and the hypothesis tests ``assume`` their trigger away, so that a long run looks for new ones: a gzip member
 that inflates past 1 MiB derails the framer (a spurious error row, or an endless loop: a hang), so gzip
-mutants stay below that; a record with no Content-Length in a plain file swallows the rest of the file once
-its block passes ~1 MiB; a file cut before its last gzip member decodes a byte leaves no trace; garbage at the
+mutants stay below that; a file cut before its last gzip member decodes a byte leaves no trace; garbage at the
 start that looks like the other kind of file (``WARC/`` before the first gzip member, gzip magic in front of a
 plain file) makes the whole file read as that kind; a Content-Length that ends the block among the trailer's
-newlines splits the engines; an HTTP header value holding \\x85 or \\x0b is cut there.
+newlines splits the engines. Fixed since, their tests now plain: a record with no Content-Length in a plain
+file swallowed the rest of the file once its block passed ~1 MiB; an HTTP header value holding \\x85 or \\x0b
+was cut there.
 
 ``CURATE_FUZZ_EXAMPLES=N`` runs N examples per hypothesis test instead of the CI budget (the whole file takes
 about 35 s on a 2-core machine). A long run: ``CURATE_FUZZ_EXAMPLES=200 pytest tests/io/test_warc_fuzz.py``
@@ -439,7 +440,6 @@ def test_wrong_and_missing_charsets(fz: Fuzz, data: st.DataObject) -> None:
     value = data.draw(st.one_of(st.none(), CHARSETS.map(lambda c: b"text/html; charset=" + c),
                                 st.just(b"text/html")), label="Content-Type")
     meta = data.draw(st.one_of(st.none(), CHARSETS), label="meta charset")
-    assume(value is None or len(value.decode("iso-8859-1").splitlines()) == 1)  # the xfail below
     max_bytes = draw_max(data)
     m = wm.charset(w, k, value, meta)
     got = check_splice(fz, w, m, max_bytes)
@@ -499,11 +499,6 @@ def test_duplicated_and_swapped_records(fz: Fuzz, data: st.DataObject) -> None:
 # ---- a 50 MB record and a 256 MiB gzip member, in temp files ----------------------------------------
 
 
-NO_LENGTH_BUG = (
-    "warc.py _record(): a record with no valid Content-Length whose block runs past ~1 MiB in a plain WARC "
-    "swallows the rest of the file, silently (no error row). After d.release(at) has moved d.base up to at, "
-    "d.find_version(max(block, at - 4), stop) searches from index start - d.base = -4, i.e. only the last 4 "
-    "bytes of the buffer, so the next record's WARC/ line is never found")
 ONE_MIB = pytest.mark.xfail(strict=True, reason="the 1 MiB member bug, see ONE_MIB_BUG below")
 
 
@@ -512,8 +507,7 @@ ONE_MIB = pytest.mark.xfail(strict=True, reason="the 1 MiB member bug, see ONE_M
     ("html", "right", False, 50_000_000),
     ("html", "short", False, 50_000_000),
     ("html", "cut", True, 50_000_000),
-    pytest.param("video", "missing", False, 50_000_000, marks=pytest.mark.xfail(strict=True, reason=NO_LENGTH_BUG)),
-    pytest.param("html", "missing", False, 2_000_000, marks=pytest.mark.xfail(strict=True, reason=NO_LENGTH_BUG)),
+    ("video", "missing", False, 50_000_000),  # no valid Content-Length, a block past ~1 MiB: the next record is found
     ("resource", "right", False, 50_000_000),
     pytest.param("zeros", "right", True, 256 << 20, marks=ONE_MIB),
     pytest.param("zeros", "missing", True, 256 << 20, marks=ONE_MIB),
@@ -634,13 +628,11 @@ def test_garbage_at_the_start_that_looks_like_the_other_kind_of_file(fz: Fuzz, n
     check_splice(fz, w, wm.insert(w, 0, garbage), DEFAULT_MAX)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "warc.py _http_head() splits the HTTP head with str.splitlines() after decoding it as ISO-8859-1, so besides "
-    "CR/LF it also breaks header lines at \\x0b, \\x0c, \\x1c-\\x1e and \\x85 (NEL; the byte of '...' in "
-    "cp1252). A header value holding one is cut there, and the rest, if it has a colon, becomes a header of its "
-    "own: here a text/html page is skipped as non_html"))
 def test_http_header_value_with_a_nel_byte(fz: Fuzz) -> None:
-    w, k = fz.warcs["dolma-wget-sample-0000.warc.gz"], 3
+    """A header value holding \\x85 (NEL, cp1252's '...') stays one header: HTTP lines end at LF or CRLF only
+    (str.splitlines() also cut at \\x0b, \\x0c, \\x1c-\\x1e and \\x85, and a text/html page became non_html)."""
+    w = fz.warcs["dolma-wget-sample-0000.warc.gz"]
+    k = next(i for i in range(len(w.records)) if re.search(rb"(?i)content-type: text/html", wm._parts(w, i)[1]))
     _, http, body, _ = wm._parts(w, k)
     assert re.search(rb"(?i)content-type: text/html", http)
     http = http[:-2] + b"X-Title: Caf\x85Content-Type: image/png\r\n\r\n"  # after the real Content-Type

@@ -473,7 +473,8 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
         if member is not None:
             stop = member
         if candidate is None:
-            candidate = d.find_version(max(block, at - 4), stop)
+            # from 4 bytes back (a version line split by the last fill), but never before what is still held
+            candidate = d.find_version(max(block, at - 4, d.base), stop)
             if candidate is not None and target is None:
                 stop = candidate
         if kept_len < room and stop > at:
@@ -730,7 +731,8 @@ def _http_head(block: bytes) -> tuple[int | None, dict[str, str], int]:
         end, sep = block.find(b"\n\n"), 2
     if end < 0:
         end, sep = len(block), 0
-    lines = block[:end].decode("iso-8859-1").splitlines()
+    # lines end at LF or CRLF only: str.splitlines() would also cut a header value at \x85, \x0b, \x1c ...
+    lines = [line.removesuffix("\r") for line in block[:end].decode("iso-8859-1").split("\n")]
     status = None
     if lines and lines[0].upper().startswith("HTTP/"):
         parts = lines[0].split(None, 2)
