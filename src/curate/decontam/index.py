@@ -28,7 +28,6 @@ value collides with one of the index's distinct values, probability ``distinct /
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -44,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.dedup.minhash import split_words
+from curate.io.corpus import _decompressed, _lookup
 
 MAGIC = b"CURDECON"
 VERSION = 2
@@ -118,27 +118,15 @@ def _benchmark_name(path: Path) -> str:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
-    if path.suffix == ".zst":
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _field(record: dict, dotted: str) -> Any:
-    value: Any = record
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
+    """The file as text, decompressed by name (gzip, zstd) as the corpus readers do."""
+    return io.TextIOWrapper(_decompressed(open(path, "rb"), str(path)), encoding="utf-8")
 
 
 def _text_of(record: dict, fields: list[str]) -> str:
     """The item's text: its text fields joined (lists, e.g. answer choices, joined too)."""
     parts = []
     for name in fields:
-        value = _field(record, name)
+        value = _lookup(record, name)
         if isinstance(value, list):
             parts += [str(v) for v in value if v is not None]
         elif value is not None:
@@ -190,7 +178,7 @@ def read_eval_items(paths: list[str], text_fields: list[str], id_field: str | No
 
 
 def _item_id(record: dict, id_field: str | None, row: int) -> str:
-    value = _field(record, id_field) if id_field else None
+    value = _lookup(record, id_field) if id_field else None
     return str(value) if value is not None else str(row)
 
 
