@@ -75,6 +75,33 @@ def test_fasttext_training_is_deterministic_and_separates_held_out_text(shared_d
     assert roc_auc(np.array([True] * len(wiki[1::2]) + [False] * len(forum[1::2])), scores["hq"]) > 0.95
 
 
+def test_a_diverging_fit_is_retried_at_half_the_rate_then_named(shared_data: Path, tmp_path: Path,
+                                                                 monkeypatch, caplog) -> None:
+    import fasttext
+
+    real, rates = fasttext.train_supervised, []
+
+    def diverging_above(limit: float):
+        def train(**options):
+            rates.append(options["lr"])
+            if options["lr"] > limit:
+                raise RuntimeError("Encountered NaN.")
+            return real(**options)
+        return train
+
+    wiki, forum = wiki_and_forum(shared_data)
+    examples = [("hq", t) for t in wiki[:40]] + [("lq", t) for t in forum[:40]]
+    monkeypatch.setattr(fasttext, "train_supervised", diverging_above(0.03))
+    trained = train_fasttext(examples, tmp_path / "m.bin", FastTextTraining(epoch=1))
+    assert rates == [0.1, 0.05, 0.025] and trained.lr == 0.025
+    assert "retrying at lr 0.05" in caplog.text and "retrying at lr 0.025" in caplog.text
+    rates.clear()
+    monkeypatch.setattr(fasttext, "train_supervised", diverging_above(0.0))
+    with pytest.raises(ValueError, match=r"diverged .* down to lr 0.0125"):
+        train_fasttext(examples, tmp_path / "n.bin", FastTextTraining(epoch=1))
+    assert rates == [0.1, 0.05, 0.025, 0.0125] and not (tmp_path / "n.bin").exists()
+
+
 def test_the_stage_adds_scores_and_removes_by_its_rule(shared_data: Path, model: Path) -> None:
     wiki, forum = wiki_and_forum(shared_data)
     texts = wiki[1:40:2] + forum[1:40:2]

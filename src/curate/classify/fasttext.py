@@ -9,6 +9,7 @@ DCLM's setting and avoids fastText's NaN failures on small data seen with unigra
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from pydantic import Field
 from curate.classify.base import Classifier, ClassifierParams, register_classifier
 
 LABEL_PREFIX = "__label__"
+log = logging.getLogger(__name__)
 
 
 def fasttext_line(text: str, max_chars: int | None = None) -> str:
@@ -107,14 +109,29 @@ def train_fasttext(examples: Iterable[tuple[str, str]], out: str | Path, trainin
             raise ValueError(f"training needs at least two labels with text, got {counts or 'none'}")
         fasttext.FastText.eprint = lambda *args, **kwargs: None
         options = training.model_dump(exclude={"max_chars"})
-        try:
-            model = fasttext.train_supervised(input=path, verbose=0, **options)
-        except RuntimeError as exc:
-            if "NaN" not in str(exc):
-                raise
-            raise ValueError(f"fastText training diverged ({exc}) on {counts}: lower lr, raise dim or add "
-                             "data (wordNgrams 2 avoids most of these on small sets)") from exc
+        model = _train_halving_lr(fasttext, path, options, counts)
     finally:
         os.unlink(path)
     model.save_model(str(out))
     return model
+
+
+DIVERGENCE_RETRIES = 3
+
+
+def _train_halving_lr(fasttext, path: str, options: dict, counts: dict[str, int]):
+    """fastText now and then diverges to NaN on small sets (the same call, seed and data passed here and
+    failed on the CI machine); halving the learning rate is what a person would do, so it is done here,
+    up to ``DIVERGENCE_RETRIES`` times, with a warning; the model's ``lr`` records the rate that worked."""
+    lr = options["lr"]
+    for attempt in range(DIVERGENCE_RETRIES + 1):
+        try:
+            return fasttext.train_supervised(input=path, verbose=0, **{**options, "lr": lr})
+        except RuntimeError as exc:
+            if "NaN" not in str(exc):
+                raise
+            if attempt == DIVERGENCE_RETRIES:
+                raise ValueError(f"fastText training diverged ({exc}) on {counts} down to lr {lr:g}: raise "
+                                 "dim or add data (wordNgrams 2 avoids most of these on small sets)") from exc
+            log.warning("fastText training diverged at lr %g; retrying at lr %g", lr, lr / 2)
+            lr /= 2
