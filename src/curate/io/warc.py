@@ -236,10 +236,13 @@ class _Decoded:
             self._z = None
             self._zpos = nxt
             return True
-        used = len(piece) - len(z.unconsumed_tail)
+        # At a member's end the bytes after it are in unused_data, and (after a call capped by _OUT) the same
+        # bytes may also still be in unconsumed_tail (CPython 3.11): count them once.
         if z.eof:
-            used -= len(z.unused_data)
+            used = len(piece) - len(z.unused_data)
             self._z = None
+        else:
+            used = len(piece) - len(z.unconsumed_tail)
         self._zpos = zpos + used
         self.buf += out
         if at >= _READ:
