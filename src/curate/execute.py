@@ -146,10 +146,13 @@ def fault_point(name: str, step: int, unit: str) -> None:
     """Fault injection for the end-to-end tests: ``CURATE_FAULT=<name>:<step>:<action>:<dir>``.
 
     Points: ``before_commit`` (a unit's parts are renamed, its manifest not yet written), ``map-<round>`` (a
-    global stage's round starts mapping a unit) and ``mapped-<round>`` (a unit's map is committed).
+    global stage's round starts mapping a unit), ``mapped-<round>`` (a unit's map is committed) and
+    ``reduced-<round>`` (a partition's outputs and artifacts, e.g. token shards, are written; the round's
+    marker is not).
 
     ``action`` is ``die`` (the process exits at once, as an OOM kill would) or ``pause`` (it blocks, so a
-    test can kill -9 the whole run at exactly this point); each fires once per unit, remembered in ``dir``.
+    test can kill -9 the whole run, or only this worker, at exactly this point); each fires once per unit,
+    remembered in ``dir`` by a flag file that holds the action and the process id.
     """
     spec = os.environ.get("CURATE_FAULT")
     if not spec:
@@ -161,7 +164,7 @@ def fault_point(name: str, step: int, unit: str) -> None:
     if flag.exists():
         return
     flag.parent.mkdir(parents=True, exist_ok=True)
-    flag.write_text(action)
+    flag.write_text(f"{action} {os.getpid()}")
     if action == "die":
         os._exit(17)
     while True:
@@ -442,8 +445,8 @@ class MapJob:
 class ReduceJob:
     """Reduce one shuffle partition to the round's named outputs (see :class:`curate.stage.ShuffleRound`)."""
 
-    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str) -> None:
-        self.round, self.out, self.round_dir = round_, out, round_dir
+    def __init__(self, round_: ShuffleRound, out: Location, round_dir: str, step: int) -> None:
+        self.round, self.out, self.round_dir, self.step = round_, out, round_dir, step
 
     def close(self) -> None:
         pass
@@ -466,6 +469,7 @@ class ReduceJob:
                 rel = round_output_path(self.round_dir, name, unit.partition)
                 _write_table(fs, f"{root}/{rel}", table)
                 files[name] = [rel]
+        fault_point(f"reduced-{self.round.name}", self.step, unit.unit)
         return {"outputs": rows, "files": files, "removals": removals_by_unit}
 
     def _route_removals(self, fs, root: str, unit: ReduceUnit, removals: pa.Table, group: pa.Table) -> dict[str, str]:

@@ -555,7 +555,7 @@ class Runner:
             for p, rel in mapped[unit]["files"].items():
                 files[int(p)].append(rel)
         reduce_units = [ReduceUnit(f"p{p:05d}", p, tuple(paths)) for p, paths in sorted(files.items())]
-        reduced, failed = pool.run(ReduceJob(round_, self.out, round_dir), reduce_units, f"{label}: reduce")
+        reduced, failed = pool.run(ReduceJob(round_, self.out, round_dir, step.index), reduce_units, f"{label}: reduce")
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} reduce", failed))
         outputs: dict[str, int] = defaultdict(int)

@@ -33,11 +33,11 @@ the one the regex of the reader reads, or None.
 
 Bugs this found in warc.py are strict xfail tests at the end (each reason says what goes wrong and where),
 and the hypothesis tests ``assume`` their trigger away, so that a long run looks for new ones: a file cut
-before its last gzip member decodes a byte leaves no trace; garbage at the start that looks like the other kind of file (``WARC/`` before the first gzip member, gzip magic in front of a
+garbage at the start that looks like the other kind of file (``WARC/`` before the first gzip member, gzip magic in front of a
 plain file) makes the whole file read as that kind; a Content-Length that ends the block among the trailer's
 newlines splits the engines. Fixed since, their tests now plain: a record with no Content-Length in a plain
 file swallowed the rest of the file once its block passed ~1 MiB; an HTTP header value holding \\x85 or \\x0b
-was cut there; a gzip member inflating past 1 MiB moved the framer's raw position back (a spurious error row,
+was cut there; a file cut before its last gzip member decodes a byte left no trace; a gzip member inflating past 1 MiB moved the framer's raw position back (a spurious error row,
 or decoding earlier members again forever: a hang).
 
 ``CURATE_FUZZ_EXAMPLES=N`` runs N examples per hypothesis test instead of the CI budget (the whole file takes
@@ -222,8 +222,6 @@ def check_splice(fz: Fuzz, w: Warc, m: Mutant, max_record_bytes: int, got: Resul
             continue
         if m.start <= rec.offset and rec.end <= m.stop and m.decoded_at is None:
             continue  # cut out of the file
-        if w.gzip and m.stop == len(w.data) and not zlib_prefix(w.data[rec.offset:m.start]):
-            continue  # the file ends before its gzip member decodes a byte: a known bug (see the xfail test)
         lo, hi = mapped(m, rec.offset), mapped(m, rec.end)
         if any(lo <= r.warc_offset < max(hi, lo + 1) for r in got.rows):
             continue
@@ -310,7 +308,7 @@ def test_truncated_files(fz: Fuzz, data: st.DataObject) -> None:
     if was is not None and available >= rec.header_len + rec.http_len:
         assert extra, f"{m.what}: the cut document vanished"
         assert extra[0] == was if whole else extra[0].reason == "truncated", f"{m.what}: {extra[0]}"
-    if keep and not whole and not (w.gzip and available == 0):  # that case: see the xfail test below
+    if keep and not whole:
         assert got.counts["truncated"] == 1 or got.errors, f"{m.what}: the cut record is not reported"
 
 
@@ -544,13 +542,10 @@ class Errors(list):
         self.append(error)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "warc.py _Decoded.more(): when the file ends inside a gzip member that has not yet decoded a byte (cut in "
-    "its 10-byte header or its first deflate bytes, ~3-77 bytes in for these records), the member is dropped "
-    "silently: no error row, no truncated record; cut 1 byte in (not a gzip member) or after 'WA' decodes "
-    "(no WARC header), and in a plain file, the same cut is an error row"))
 @pytest.mark.parametrize("keep", [3, 10, 40])
 def test_file_cut_early_in_a_gzip_member_is_reported(shared_data: Path, keep: int) -> None:
+    """Found by this fuzz test: a file ending in a member's gzip header or first deflate bytes (nothing decoded)
+    left no trace; it is an error row now, as the same cut is in a plain file."""
     w = wm.load_warc(shared_data / "warc" / "dolma-wget-sample-0000.warc.gz")
     rec = w.records[3]
     assert zlib_prefix(w.data[rec.offset:rec.offset + keep]) == b""  # not one byte of the record decodes

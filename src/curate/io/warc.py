@@ -225,6 +225,9 @@ class _Decoded:
         piece = memoryview(raw.buf)[at:at + _FEED]
         if not piece:  # the file ends inside this member: what it gave is all there is
             self._z = None
+            if self.end == self._member[0]:  # not one byte: nothing downstream would see the record
+                self.gaps.append(_Gap(self.end, self.end, self._member[1],
+                                      "the file ends inside a gzip member before it decodes a byte"))
             self.eof = True
             return False
         try:
