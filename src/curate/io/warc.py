@@ -170,6 +170,26 @@ class _Raw:
                 return self.end
 
 
+def _sniff_gzip(head: bytes) -> bool:
+    """Whether a file is gzip, from its first bytes. Whichever comes first decides: a gzip member that inflates
+    to a WARC version line, or a plain version line; so garbage in front (``WARC/`` before the first member,
+    gzip magic before a plain record) does not turn the whole file into the other kind. With neither (a
+    damaged start), it is gzip if a member starts before any ``WARC/``."""
+    line = _VERSION.search(head)
+    i = head.find(_GZIP_MAGIC)
+    while i >= 0 and (line is None or i < line.start()):
+        try:
+            if _VERSION.match(zlib.decompressobj(31).decompress(head[i:i + 4096], 32)):
+                return True
+        except zlib.error:
+            pass
+        i = head.find(_GZIP_MAGIC, i + 1)
+    if line is not None:
+        return False
+    magic, warc = head.find(_GZIP_MAGIC), head.find(b"WARC/")
+    return head[:2] == _GZIP_MAGIC[:2] or (magic >= 0 and (warc < 0 or magic < warc))
+
+
 class _Decoded:
     """The decoded bytes of a plain or gzip WARC file, addressed by absolute decoded position, with marks
     where gzip members start (a record's offset is its member's) and where undecodable raw bytes were
@@ -187,10 +207,7 @@ class _Decoded:
         self._zpos = start  # raw offset of the next byte for zlib
         self._member = (0, start)  # (decoded position, raw offset) where the current member began
         self.raw.ensure(_HEAD_MAX)
-        head = self.raw.buf[:_HEAD_MAX]
-        magic, warc = head.find(_GZIP_MAGIC), head.find(b"WARC/")
-        # A file whose first bytes are damaged is still gzip if a member starts before any WARC line.
-        self.gzip = head[:2] == _GZIP_MAGIC[:2] or (magic >= 0 and (warc < 0 or magic < warc))
+        self.gzip = _sniff_gzip(bytes(self.raw.buf[:_HEAD_MAX]))
 
     @property
     def end(self) -> int:
