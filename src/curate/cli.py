@@ -3,8 +3,8 @@
 decontam build|inspect``, ``curate audit DIR``, ``curate stages``.
 
 Exit codes: 0 success; 1 the run finished but conservation failed, inputs could not be processed (re-run
-to retry them) or the failure policy was exceeded; 2 invalid configuration or inputs, reported before any
-work starts.
+to retry them) or the failure policy was exceeded, or the run stopped on a file it could not write or read
+(a full disk, a read-only output); 2 invalid configuration or inputs, reported before any work starts.
 """
 
 from __future__ import annotations
@@ -167,6 +167,11 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the driver's own writes (run.json, round markers) on a full or read-only output
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"curate: error: {exc.strerror or exc}{where} (the run stopped; what it committed is kept, a re-run "
+              "resumes there)", file=sys.stderr)
+        return 1
     _print_summary(result, args.output)
     if args.profile:
         timings = {"load_s": loaded, **result.profile}

@@ -72,6 +72,7 @@ _HEAD_MAX = 1 << 16  # longest WARC header block, and the HTTP head a response i
 #: Common Crawl truncates payloads at 1 MiB, so nearly every record is below it.
 _FAST_MAX = 1 << 22
 _REPLAY_MAX = 1 << 24  # decoded bytes kept to go back to a record that a too-long Content-Length ran over
+_NEWLINES_MAX = 16  # CR/LF bytes taken as a block's trailer
 _RESCAN_MAX = 1 << 20  # raw bytes of a long gzip member kept to look in it for the next member if it breaks
 
 
@@ -406,15 +407,17 @@ def _header(d: _Decoded, pos: int) -> tuple[bytes, dict[str, str], int, str] | N
 def _trailer(d: _Decoded, at: int) -> int | None:
     """Where the next record may begin if a block that ends at ``at`` is well framed, else None.
 
-    A block is followed by ``\\r\\n\\r\\n``. Fewer newlines are accepted (writers differ) before the end of the
-    file, the end of the gzip member or the next ``WARC/`` line, but not before other bytes.
+    A block is followed by ``\\r\\n\\r\\n``. Fewer or more newlines (up to ``_NEWLINES_MAX``: writers differ, and a
+    Content-Length a few bytes short of a page's own closing newlines is common) are accepted before the end of
+    the file, the end of the gzip member or the next ``WARC/`` line, but not before other bytes. FastWARC
+    frames such records the same way.
     """
-    d.fill(at + 9)
+    d.fill(at + _NEWLINES_MAX + 5)
     b, i = d.buf, at - d.base
     if b[i:i + 4] == b"\r\n\r\n":
         return at + 4
     j = i
-    while j < i + 4 and j < len(b) and b[j] in b"\r\n":
+    while j < i + _NEWLINES_MAX and j < len(b) and b[j] in b"\r\n":
         j += 1
     after = d.base + j
     if (after >= d.end and d.eof) or b[j:j + 5] == b"WARC/" or d.next_gap(after) is not None:
@@ -453,8 +456,9 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
                 break
     room = max(keep(rtype, head, content_length), len(head))
     target = None if content_length is None else block + content_length
+    # a member starting right at the declared end is the next record: the block swallowed its own trailer
     if target is not None and content_length <= _FAST_MAX and d.fill(target + 9) and not (
-            d.gaps and d.gaps[0].pos <= target + 9) and d.next_member(block, target) is None:
+            d.gaps and d.gaps[0].pos <= target + 9) and d.next_member(block, target - 1) is None:
         nxt = _trailer(d, target)  # the whole block is buffered: frame it in one step
         if nxt is not None:
             gap = d.next_gap(nxt)
@@ -492,7 +496,7 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
         gap = d.next_gap(stop)
         if gap is not None:
             stop = max(at, gap.pos)
-        member = d.next_member(at, stop)
+        member = d.next_member(at, stop if target is None else min(stop, target - 1))
         if member is not None:
             stop = member
         if candidate is None:
