@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import datetime as dt
 import gzip
 import hashlib
@@ -84,7 +85,7 @@ DEFAULT_WIKI = SHARED_DATA / "text" / "enwiki-shortened-plaintext.shared.jsonl.g
 DEFAULT_OUT = REPO / "bench" / "_work" / "corpus"
 SMOKE_OUT = REPO / "bench" / "_work" / "smoke-corpus"
 #: Markup whose text a reader never sees: tags, comments, scripts and styles are copied unchanged.
-_MARKUP = re.compile(r"<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--.*?-->|<[^>]*>", re.S | re.I)
+_MARKUP = re.compile(r"<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--.*?-->|<[^>]*>", re.DOTALL | re.IGNORECASE)
 #: Words that may be respelled: 5+ letters (so never a Gopher stop word) and not an entity name (``&nbsp;``).
 _WORD = re.compile(r"(?<![&#\w])[^\W\d_]{5,}")
 #: Host-name pieces: plain syllables, so that no generated host trips the URL filter's banned words.
@@ -227,7 +228,7 @@ def respell(body: bytes, charset: str, rng: random.Random, share: float) -> tupl
 
     def swap(word: str) -> str:
         if word not in spelling:
-            i = rng.randrange(1, len(word) - 2)  # drawn first, as before, so old corpora stay byte-identical
+            i = rng.randrange(1, len(word) - 2)  # never the first or last letter
             spelling[word] = word[:i] + word[i + 1] + word[i] + word[i + 2:] if rng.random() < share else word
         return spelling[word]
 
@@ -255,7 +256,9 @@ def near_edit(body: bytes, charset: str, rng: random.Random, share: float) -> tu
 
 def pathological_page(kind: str, rng: random.Random, filler: list[str], title: str) -> bytes:
     """A generated page of one pathological kind, with the chrome of an ordinary page around it."""
-    sentence = lambda: rng.choice(filler)  # noqa: E731
+    def sentence() -> str:
+        return rng.choice(filler)
+
     if kind == "char_run":
         inner = f"<p>{rng.choice('am!.-=*xoz_') * rng.randrange(2000, 8000)}</p>"
     elif kind == "phrase_repeat":
@@ -287,8 +290,8 @@ def _pdf(text: str) -> bytes:
     line = text[:200].encode("latin-1", "replace").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
     stream = b"BT /F1 11 Tf 50 750 Td (" + line + b") Tj ET"
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+                b"/Resources << /Font << /F1 5 0 R >> >> >>"),
                b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
@@ -391,7 +394,7 @@ def plan(args, n_pages: int, rng: random.Random, plant: random.Random) -> tuple[
     The page order is drawn from ``rng`` exactly as build_corpus.py drew it; everything planted is drawn
     from ``plant``, so ``--plain`` reproduces that corpus. Planted HTML responses take the place of page
     copies at random slots; a duplicate's original is a page at an earlier slot, so it is also the earlier
-    fetch.
+    fetch, and a revisit follows the response it refers to.
     """
     order: list[tuple[int, int]] = []  # (page index, copy number)
     copies = 0
@@ -405,19 +408,20 @@ def plan(args, n_pages: int, rng: random.Random, plant: random.Random) -> tuple[
         return slots, copies
     free = list(range(1, len(slots)))  # slot 0 stays a page: every duplicate needs an earlier original
     plant.shuffle(free)
-    take = lambda k: [free.pop() for _ in range(min(k, len(free)))]  # noqa: E731
+
+    def take(k: int) -> list[int]:
+        return [free.pop() for _ in range(min(k, len(free)))]
+
     n = len(slots)
-    for s in take(args.pathological_sources * args.pathological_source_pages):
-        slots[s] = Item("pathological", detail=plant.choice(["char_run", "phrase_repeat"]), host="?", slot=s)
-    hosted = sorted(s.slot for s in slots if s.host)
-    for k, s in enumerate(hosted):  # host names once the slots are known: source k holds every k-th slot
-        slots[s].host = f"forum{k % max(1, args.pathological_sources)}.{_SYLLABLES[k % 7]}board.net"
+    for k, s in enumerate(sorted(take(args.pathological_sources * args.pathological_source_pages))):
+        host = f"forum.{_SYLLABLES[k % args.pathological_sources]}board.net"
+        slots[s] = Item("pathological", detail=plant.choice(["char_run", "phrase_repeat"]), host=host, slot=s)
     for s in take(_count(args.pathological, n)):
         slots[s] = Item("pathological", detail=plant.choice(["char_run", "phrase_repeat", "run_in_article"]), slot=s)
     for kind, rate in (("exact_dup", args.exact_dup), ("near_dup", args.near_dup)):
         for s in take(_count(rate, n)):
             slots[s] = Item(kind, slot=s)
-    pages_before = []  # slot indices of pages, in order, to draw a duplicate's or revisit's original from
+    pages_before: list[int] = []  # slots of pages so far, increasing: a duplicate's original is one of them
     for item in slots:
         if item.kind in ("exact_dup", "near_dup"):
             item.of = plant.choice(pages_before)
@@ -428,9 +432,9 @@ def plan(args, n_pages: int, rng: random.Random, plant: random.Random) -> tuple[
               + [Item("revisit") for _ in range(_count(args.revisit, n))])
     after: dict[int, list[Item]] = {}
     for item in extras:
-        s = plant.randrange(len(slots))
+        s = plant.randrange(n)
         if item.kind == "revisit":
-            item.of = plant.choice([p for p in pages_before if p <= s] or pages_before[:1])
+            item.of = pages_before[plant.randrange(max(1, bisect.bisect_right(pages_before, s)))]
             s = max(s, item.of)
         after.setdefault(s, []).append(item)
     records = []
@@ -446,6 +450,10 @@ def _rid(rng: random.Random) -> str:
 
 def _digest(body: bytes) -> str:
     return "sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode()
+
+
+_NOT_FOUND = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
+_MOVED = b"<html><head><title>301 Moved Permanently</title></head><body></body></html>"
 
 
 def build(args) -> dict:
@@ -464,6 +472,7 @@ def build(args) -> dict:
     filler = [s.strip() for p in pages if "text" in p for s in re.split(r"(?<=[.!?])\s+", p["text"])
               if 40 < len(s.strip()) < 400] or ["The quick brown fox jumps over the lazy dog near the river bank."]
     records, copies = plan(args, len(pages), rng, plant)
+    slot_items = {item.slot: item for item in records if item.slot >= 0}
     hosts = Hosts(args.hosts, args.host_zipf, plant) if not args.plain and args.hosts else None
 
     def page_body(index: int, copy: int) -> tuple[bytes, int]:
@@ -472,35 +481,73 @@ def build(args) -> dict:
             return respell(page["body"], page["charset"], random.Random(f"{args.seed}:{index}:{copy}"), args.respell)
         return page["body"], 0
 
-    def page_url(index: int, copy: int, n: int) -> str:
+    def page_url(index: int, copy: int, number: int) -> str:
         if copy == 0 or hosts is None:
             return _distinct(pages[index]["url"], copy)
-        return hosts.url(hosts.host(), _slug(Path(pages[index]["url"].split("?")[0].rstrip("/")).name), n)
+        return hosts.url(hosts.host(), _slug(Path(pages[index]["url"].split("?")[0].rstrip("/")).name), number)
+
+    def synthetic_host(fallback: str) -> str:
+        return hosts.host() if hosts else fallback
+
+    def payload(item: Item, number: int) -> dict:
+        """What ``item`` writes: url, status, body, charset, content type (None: decided by the HTML draw),
+        extra headers and, for the manifest, the edits of a near duplicate."""
+        if item.kind == "page":
+            body, changed = page_body(item.page, item.copy)
+            return {"url": page_url(item.page, item.copy, number), "body": body, "respelled": changed,
+                    "charset": pages[item.page]["charset"]}
+        if item.kind in ("exact_dup", "near_dup"):
+            original = slot_items[item.of]
+            body, _ = page_body(original.page, original.copy)
+            charset, edits = pages[original.page]["charset"], 0
+            if item.kind == "near_dup":
+                body, edits = near_edit(body, charset, random.Random(f"{args.seed}:near:{item.slot}"), args.near_edit)
+            url = page_url(original.page, 1, number) if hosts else _distinct(pages[original.page]["url"],
+                                                                               copies + number)
+            return {"url": url, "body": body, "charset": charset, "edits": edits}
+        if item.kind == "pathological":
+            host = item.host or synthetic_host("pathological.example")
+            return {"url": f"https://{host}/viewtopic.php?t={number}",
+                    "body": pathological_page(item.detail, plant, filler, f"Thread {number}")}
+        if item.kind == "non_html":
+            ctype, body = non_html_payload(plant, real_other, filler)
+            return {"url": f"https://{synthetic_host('files.example')}/files/{number}", "body": body,
+                    "content_type": ctype}
+        if item.kind == "non_200":
+            host = synthetic_host("moved.example")
+            if item.detail == "404":
+                return {"url": f"https://{host}/old/{number}", "status": "404 Not Found", "body": _NOT_FOUND,
+                        "content_type": "text/html; charset=utf-8"}
+            return {"url": f"https://{host}/old/{number}", "status": "301 Moved Permanently", "body": _MOVED,
+                    "content_type": "text/html; charset=utf-8",
+                    "headers": [("Location", f"https://{host}/new/{number}")]}
+        return {"url": by_slot[item.of]["url"], "body": b"", "content_type": "text/html; charset=utf-8"}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("corpus-*.warc.gz"):
         old.unlink()
-    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     labels: Counter = Counter()
     planted: dict[str, list] = {k: [] for k in ("exact_duplicates", "near_duplicates", "pathological_pages",
                                                  "non_html", "non_200", "revisits")}
     sources: dict[str, list[str]] = {}
-    by_slot: dict[int, dict] = {}  # HTML slot -> id, url, date, digest of what it wrote (originals, revisits)
+    by_slot: dict[int, dict] = {}  # HTML slot -> what its response was (for revisits and duplicates' ids)
     host_pages: Counter = Counter()
     files = []
     html_bytes = respelled = 0
     per_file = -(-args.records // args.files)
-    pos = 0
+    number = 0  # records written so far: each one's date and unique URL part
     for f in range(args.files):
         chunk = []
-        while pos < len(records) and (records[pos].slot < 0 or records[pos].slot < (f + 1) * per_file):
-            chunk.append(records[pos])
-            pos += 1
+        while number + len(chunk) < len(records) and (records[number + len(chunk)].slot < 0
+                                                      or records[number + len(chunk)].slot < (f + 1) * per_file):
+            chunk.append(records[number + len(chunk)])
         if not chunk:
             break
         path = out / f"corpus-{f:05d}.warc.gz"
         kinds: Counter = Counter()
+        html_200 = 0
         with open(path, "wb") as fh:
             writer = WARCWriter(fh, gzip=True, warc_version="1.1")
             info = writer.create_warcinfo_record(path.name, {"software": "curate bench/corpus.py",
@@ -509,43 +556,12 @@ def build(args) -> dict:
             info.rec_headers.replace_header("WARC-Date", start.strftime("%Y-%m-%dT%H:%M:%SZ"))
             writer.write_record(info)
             kinds["warcinfo"] += 1
-            for n, item in enumerate(chunk):
-                number = f * per_file + n
+            for item in chunk:
                 date = (start + dt.timedelta(seconds=number)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                status, extra_headers, charset = "200 OK", [], "utf-8"
-                if item.kind == "page":
-                    body, changed = page_body(item.page, item.copy)
-                    respelled += changed
-                    url, charset = page_url(item.page, item.copy, number), pages[item.page]["charset"]
-                elif item.kind in ("exact_dup", "near_dup"):
-                    original = records_by_slot(records, item.of)
-                    body, _ = page_body(original.page, original.copy)
-                    charset = pages[original.page]["charset"]
-                    edits = 0
-                    if item.kind == "near_dup":
-                        body, edits = near_edit(body, charset, random.Random(f"{args.seed}:near:{item.slot}"),
-                                                args.near_edit)
-                    url = page_url(original.page, 1, number) if hosts else _distinct(pages[original.page]["url"],
-                                                                                       copies + number)
-                elif item.kind == "pathological":
-                    body = pathological_page(item.detail, plant, filler, f"Thread {number}")
-                    host = item.host or (hosts.host() if hosts else "pathological.example")
-                    url = f"https://{host}/viewtopic.php?t={number}"
-                elif item.kind == "non_html":
-                    ctype, body = non_html_payload(plant, real_other, filler)
-                    url = f"https://{hosts.host() if hosts else 'files.example'}/files/{number}"
-                elif item.kind == "non_200":
-                    host = hosts.host() if hosts else "moved.example"
-                    url = f"https://{host}/old/{number}"
-                    if item.detail == "404":
-                        status = "404 Not Found"
-                        body = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
-                    else:
-                        status = "301 Moved Permanently"
-                        extra_headers = [("Location", f"https://{host}/new/{number}")]
-                        body = b"<html><head><title>301 Moved Permanently</title></head><body></body></html>"
-                else:  # revisit
-                    url, body = by_slot[item.of]["url"], b""
+                got = payload(item, number)
+                number += 1
+                url, body = got["url"], got["body"]
+                respelled += got.get("respelled", 0)
                 host = re.sub(r"^[a-z]+://([^/?#]+).*$", r"\1", url)
                 req_id = _rid(rng)
                 request = writer.create_warc_record(
@@ -556,17 +572,15 @@ def build(args) -> dict:
                 writer.write_record(request)
                 kinds["request"] += 1
                 headers = [("Date", date), ("Server", "nginx")]
+                content_type = got.get("content_type")
                 if item.slot >= 0:
-                    content_type, label = _content_type(rng, charset, args)
+                    content_type, label = _content_type(rng, got.get("charset", "utf-8"), args)
                     labels[label] += 1
                     html_bytes += len(body)
-                elif item.kind == "non_html":
-                    content_type = ctype
-                else:
-                    content_type = "text/html; charset=utf-8"
                 if content_type is not None:
                     headers.append(("Content-Type", content_type))
                 record_id = _rid(rng)
+                doc_id = record_id.strip("<>")
                 if item.kind == "revisit":
                     target = by_slot[item.of]
                     headers.append(("Content-Length", str(target["length"])))
@@ -575,39 +589,36 @@ def build(args) -> dict:
                         http_headers=StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1"),
                         warc_headers_dict={"WARC-Record-ID": record_id, "WARC-Date": date,
                                            "WARC-Concurrent-To": req_id, "WARC-Refers-To": target["record_id"]})
-                    kinds["revisit"] += 1
+                    planted["revisits"].append({"id": doc_id, "refers_to": target["id"]})
                 else:
-                    headers += [*extra_headers, ("Content-Length", str(len(body)))]
+                    headers += [*got.get("headers", []), ("Content-Length", str(len(body)))]
                     record = writer.create_warc_record(
                         url, "response", payload=io.BytesIO(body),
-                        http_headers=StatusAndHeaders(status, headers, protocol="HTTP/1.1"),
+                        http_headers=StatusAndHeaders(got.get("status", "200 OK"), headers, protocol="HTTP/1.1"),
                         warc_headers_dict={"WARC-Record-ID": record_id, "WARC-Date": date,
                                            "WARC-Concurrent-To": req_id})
-                    kinds["response"] += 1
                 writer.write_record(record)
-                doc_id = record_id.strip("<>")
+                kinds[record.rec_type] += 1
                 if item.slot >= 0:
                     host_pages[host] += 1
-                    kinds["html_200"] += 1
+                    html_200 += 1
                     by_slot[item.slot] = {"id": doc_id, "record_id": record_id, "url": url, "date": date,
                                           "digest": _digest(body), "length": len(body)}
-                if item.kind == "exact_dup":
-                    planted["exact_duplicates"].append({"id": doc_id, "duplicate_of": by_slot[item.of]["id"]})
-                elif item.kind == "near_dup":
-                    planted["near_duplicates"].append({"id": doc_id, "duplicate_of": by_slot[item.of]["id"],
-                                                       "edited_words": edits})
-                elif item.kind == "pathological":
-                    if item.host:
-                        sources.setdefault(item.host, []).append(doc_id)
+                if item.kind in ("exact_dup", "near_dup"):
+                    entry = {"id": doc_id, "duplicate_of": by_slot[item.of]["id"]}
+                    if item.kind == "near_dup":
+                        planted["near_duplicates"].append(entry | {"edited_words": got["edits"]})
                     else:
-                        planted["pathological_pages"].append({"id": doc_id, "kind": item.detail})
+                        planted["exact_duplicates"].append(entry)
+                elif item.kind == "pathological" and item.host:
+                    sources.setdefault(item.host, []).append(doc_id)
+                elif item.kind == "pathological":
+                    planted["pathological_pages"].append({"id": doc_id, "kind": item.detail})
                 elif item.kind == "non_html":
                     planted["non_html"].append({"id": doc_id, "content_type": content_type})
                 elif item.kind == "non_200":
                     planted["non_200"].append({"id": doc_id, "status": int(item.detail)})
-                elif item.kind == "revisit":
-                    planted["revisits"].append({"id": doc_id, "refers_to": by_slot[item.of]["id"]})
-        files.append({"file": path.name, "responses": kinds["html_200"], "records": dict(sorted(kinds.items())),
+        files.append({"file": path.name, "responses": html_200, "records": dict(sorted(kinds.items())),
                       "bytes": path.stat().st_size})
     counts = {k: len(v) for k, v in planted.items()}
     counts["pathological_source_pages"] = sum(len(v) for v in sources.values())
@@ -630,23 +641,6 @@ def build(args) -> dict:
     return manifest
 
 
-def records_by_slot(records: list[Item], slot: int) -> Item:
-    """The planned page at HTML slot ``slot`` (slots are increasing along ``records``)."""
-    lo, hi = 0, len(records)
-    while lo < hi:  # bisect over the HTML items, skipping extras (slot -1) to the right
-        mid = (lo + hi) // 2
-        probe = mid
-        while probe < hi and records[probe].slot < 0:
-            probe += 1
-        if probe == hi or records[probe].slot >= slot:
-            hi = mid
-        else:
-            lo = probe + 1
-    while records[lo].slot < 0:
-        lo += 1
-    return records[lo]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--html", default=None,
@@ -657,8 +651,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wiki", default=str(DEFAULT_WIKI), help="Wikipedia articles (JSONL.gz of id, title, text)")
     ap.add_argument("--out", default=None,
                     help=f"default {DEFAULT_OUT.relative_to(REPO)} ({SMOKE_OUT.relative_to(REPO)} with --smoke)")
-    ap.add_argument("--records", type=int, default=50_000, help="number of HTTP 200 HTML response records")
-    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--records", type=int, default=None,
+                    help="number of HTTP 200 HTML response records (default 50,000; 24 with --smoke)")
+    ap.add_argument("--files", type=int, default=None, help="WARC files (default 10; 2 with --smoke)")
     ap.add_argument("--pages", type=int, default=None, help="use N html pages spread over all of them (default all)")
     ap.add_argument("--warc-pages", type=int, default=None, help="use N of the WARCs' HTML pages (default all)")
     ap.add_argument("--wiki-pages", type=int, default=None, help="use N Wikipedia articles (default all)")
@@ -667,7 +662,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plain", action="store_true",
                     help="only the --html pages at ?curate_copy=N URLs, nothing planted (build_corpus.py's corpus)")
     ap.add_argument("--smoke", action="store_true",
-                    help="24 HTML responses of 12 news + 2 WARC + 2 Wikipedia pages in 2 files, planted extras")
+                    help="24 HTML responses of 12 news + 2 WARC + 2 Wikipedia pages in 2 files, one planted "
+                    "record of each kind and a pathological source of 5 pages")
     ap.add_argument("--seed", type=int, default=20261101)
     ap.add_argument("--wrong-charset", type=float, default=0.10, help="share declaring a wrong charset")
     ap.add_argument("--no-content-type", type=float, default=0.02, help="share without a Content-Type")
@@ -684,8 +680,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--non-200", type=float, default=0.02, help="extra 404/301 responses, per HTML response")
     ap.add_argument("--revisit", type=float, default=0.01, help="extra revisit records, per HTML response")
     args = ap.parse_args(argv)
+    args.records = args.records or (24 if args.smoke else 50_000)
+    args.files = args.files or (2 if args.smoke else 10)
     if args.smoke:
-        args.records, args.files, args.pages = 24, 2, 12
+        args.pages = 12
         args.warc_pages = args.wiki_pages = 2
         args.pathological_sources, args.pathological_source_pages, args.hosts = 1, 5, 20
     args.html = args.html or str(DEFAULT_HTML / "scrapinghub-aeb" if args.smoke else DEFAULT_HTML)

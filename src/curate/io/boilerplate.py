@@ -15,7 +15,9 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
+from collections import Counter
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ _FURNITURE = frozenset(
     ["copyright", "rights", "reserved", "rechte", "advertisement", "advertising", "advertise", "ad", "ads", "anzeige", "werbung", "newsletter", "subscribe", "subscription", "subscribers", "abonnieren", "abonnement", "abo", "sign", "login", "logout", "anmelden", "registrieren", "register", "cookie", "cookies", "datenschutz", "datenschutzerklärung", "privacy", "terms", "impressum", "agb", "follow", "share", "shares", "teilen", "related", "read", "weiterlesen", "mehr", "könnte", "interessieren", "recommended", "comments", "comment", "kommentar", "kommentare", "click", "klicken", "tags", "tag", "categories", "category", "kategorie", "kategorien", "photo", "photos", "foto", "fotos", "image", "getty", "reuters", "ap", "afp", "dpa", "updated", "published", "posted", "veröffentlicht", "aktualisiert", "trending", "popular", "stories", "sponsored", "contact", "kontakt", "sitemap", "menu", "menü", "home", "startseite", "navigation", "facebook", "twitter", "whatsapp", "instagram", "linkedin", "pinterest", "email", "print", "drucken", "video", "videos"])
 _STOP = frozenset(
     ["the", "a", "an", "and", "or", "of", "to", "in", "on", "for", "with", "is", "are", "was", "were", "be", "been", "it", "that", "this", "as", "at", "by", "from", "has", "have", "had", "he", "she", "they", "we", "you", "i", "his", "her", "their", "its", "not", "but", "which", "who", "will", "would", "said", "says", "der", "die", "das", "und", "oder", "ist", "sind", "war", "ein", "eine", "einen", "dem", "den", "des", "zu", "im", "in", "auf", "mit", "von", "für", "nicht", "sich", "auch", "es", "er", "sie", "wir", "ich", "bei", "aus", "nach", "wie", "als", "dass", "hat", "haben", "wird", "werden", "noch", "nur", "le", "la", "les", "et", "ou", "est", "sont", "un", "une", "des", "du", "de", "en", "dans", "pour", "avec", "sur", "pas", "que", "qui", "il", "elle", "el", "los", "las", "y", "es", "son", "un", "una", "del", "en", "con", "por", "para", "no", "que", "se", "su", "i", "w", "z", "na", "się", "nie", "do", "jest", "to", "że", "o"])
+# One dict lookup per token instead of one per set: bit flags of what a token is.
+_NEWLINE, _STOPWORD, _FURNITURE_WORD = 1, 2, 4
+_TOKEN_CODE = {"\n": _NEWLINE}
+for _word in _STOP | _FURNITURE:
+    _TOKEN_CODE[_word] = (_STOPWORD if _word in _STOP else 0) | (_FURNITURE_WORD if _word in _FURNITURE else 0)
 _KINDS = ("text", "p", "li", "h1", "h2", "h3", "h4", "pre", "link")
 _KIND_INDEX = {kind: i for i, kind in enumerate(_KINDS)}
 _HEADING = {"h5": "h4", "h6": "h4"}
@@ -95,7 +102,6 @@ _CP_CLASS[ord("a"):ord("z") + 1] |= _CP_WORD
 _CP_CLASS[[ord("_"), 0xAA, 0xB5, 0xBA] + [c for c in range(0xC0, 0x100) if c not in (0xD7, 0xF7)]] |= _CP_WORD
 _CP_CLASS[256] |= _CP_WORD
 _CP_CLASS[[ord(c) for c in '.!?:")\xbb']] |= _CP_END
-_END_WIDE = np.array([0x201D, 0x201C], dtype=np.uint32)  # ” “
 
 
 def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
@@ -103,9 +109,7 @@ def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
     kernels over the page's code points; the Python loop body (block tag, link text, words) runs once
     per line."""
     n = len(texts)
-    seen: dict[str, int] = {}
-    for text in texts:
-        seen[text] = seen.get(text, 0) + 1
+    seen = Counter(texts)
     kind_col, link_col, nlink_col = [], [], []
     open_tag = "text"
     for raw, text in zip(raws, texts):
@@ -139,13 +143,12 @@ def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
     joined = "\n".join(texts)
     # Words of the whole page in one regex pass, "\n" tokens marking line ends.
     tokens = _WORD.findall(joined.lower())
-    newline = np.fromiter(map("\n".__eq__, tokens), dtype=bool, count=len(tokens))
+    code = np.fromiter(map(_TOKEN_CODE.get, tokens, repeat(0)), dtype=np.uint8, count=len(tokens))
+    newline = (code & _NEWLINE) != 0
     line_of = np.cumsum(newline)
     n_words = np.bincount(line_of, weights=~newline, minlength=n)
-    n_stop = np.bincount(line_of, weights=np.fromiter(map(_STOP.__contains__, tokens), dtype=bool,
-                                                      count=len(tokens)), minlength=n)
-    n_furniture = np.bincount(line_of, weights=np.fromiter(map(_FURNITURE.__contains__, tokens),
-                                                           dtype=bool, count=len(tokens)), minlength=n)
+    n_stop = np.bincount(line_of, weights=(code & _STOPWORD) != 0, minlength=n)
+    n_furniture = np.bincount(line_of, weights=(code & _FURNITURE_WORD) != 0, minlength=n)
     copyright_ = np.fromiter(("©" in t for t in texts), dtype=bool, count=n) if "©" in joined else False
     cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     cls = _CP_CLASS.take(np.minimum(cp, 256))
@@ -156,7 +159,8 @@ def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
         (cls & _CP_DIGIT) != 0, (cls & _CP_PUNCT) != 0, word, starts_word & ((cls & _CP_UPPER) != 0),
     ], axis=1).astype(np.int32), starts, axis=0)
     last = starts + lens - 1
-    ends = ((cls.take(last) & _CP_END) != 0) | np.isin(cp.take(last), _END_WIDE)
+    last_cp = cp.take(last)
+    ends = ((cls.take(last) & _CP_END) != 0) | (last_cp == 0x201D) | (last_cp == 0x201C)  # ” “
     chars = lens.astype(np.float64)
     kind_arr = np.array(kind_col, dtype=np.float64)
     nw = np.maximum(n_words, 1.0)
