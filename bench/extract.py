@@ -1,6 +1,6 @@
 """Throughput of WARC -> text -> language ID (-> heuristic filters), per core, against two references.
 
-Three tools read the same corpus (``bench/build_corpus.py``) pinned to ONE CPU core, one after another in
+Three tools read the same corpus (``bench/corpus.py --plain``) pinned to ONE CPU core, one after another in
 the same run, so their rates are comparable as ratios even on a noisy shared machine:
 
 * **ours**: ``curate.execute.DocumentJob`` with ``warc_read -> extract -> language`` (the runner's code
@@ -17,10 +17,10 @@ the same run, so their rates are comparable as ratios even on a noisy shared mac
 
 Rates are response records per second of wall time (every tool gets the same records; "docs in" is how
 many of them its reader accepted as HTML documents, "out" how many it kept). The corpus repeats its 528
-pages, but every copy is respelled (``bench/build_corpus.py``), so the filters' memos see new chunks at
+pages, but every copy is respelled (``bench/corpus.py``), so the filters' memos see new chunks at
 about the rate distinct text brings. Usage::
 
-    python bench/build_corpus.py                   # once: 20,000 responses in bench/_work/corpus
+    python bench/corpus.py --plain --records 20000 # once: 20,000 responses in bench/_work/corpus
     python bench/extract.py                        # full run (~10 min on one core)
     python bench/extract.py --records 2000 --datatrove-records 300     # quick look
     python bench/extract.py --records 2000 --skip-datatrove --diagnose  # + in-process variant, cProfile
@@ -388,7 +388,7 @@ def profile_ours(paths: list[Path], keep: list[str], filters: list, batch_size: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of *.warc.gz from build_corpus.py")
+    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of *.warc.gz from corpus.py --plain")
     ap.add_argument("--records", type=int, default=None, help="use only the first N responses (default all)")
     ap.add_argument("--datatrove-records", type=int, default=1000, help="responses for the datatrove run")
     ap.add_argument("--skip-datatrove", action="store_true")
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--engines-only", action="store_true", help="only the extraction engines' table")
     ap.add_argument("--smoke", action="store_true",
-                    help="run every tool on build_corpus.py --smoke's 24 responses, built in a temp dir "
+                    help="run every tool on corpus.py --smoke --plain's 24 responses, built in a temp dir "
                     "(datatrove on 12)")
     args = ap.parse_args(argv)
 
@@ -413,13 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="curate-bench-work-"))
     try:
         if args.smoke:
-            import build_corpus
+            import corpus
 
             args.corpus, args.datatrove_records = str(work / "corpus"), 12  # datatrove: ~1 s on these
-            build_corpus.main(["--smoke", "--out", args.corpus])
+            corpus.main(["--smoke", "--plain", "--out", args.corpus])
         files = sorted(Path(args.corpus).glob("*.warc.gz"))
         if not files:
-            print(f"no *.warc.gz in {args.corpus}: run bench/build_corpus.py first", file=sys.stderr)
+            print(f"no *.warc.gz in {args.corpus}: run bench/corpus.py --plain first", file=sys.stderr)
             return 2
         paths = subset(files, args.records, work / "main")
         filters, skipped = filter_stages(FILTERS)

@@ -11,7 +11,7 @@ run and the medians are reported, so on a noisy shared machine the ratios are st
    --output <fresh> --no-progress`` (5 documents): median wall against the 4 s target, and where it goes
    (``run.json``'s ``profile``, the stage seconds of ``stats/stats.json``, and import probes); then once
    with a runtime profile ``executor: ray`` to show what Ray's start-up costs.
-2. **a real corpus**: ``--records`` responses (real pages of ``shared/data/html``, ``bench/build_corpus.py``)
+2. **a real corpus**: ``--records`` responses (real pages of ``shared/data/html``, ``bench/corpus.py --plain``)
    in ONE WARC through ``curate run pipelines/quickstart.yaml --workers 1`` and through a datatrove 0.10.1
    process doing the equivalent (``WarcReader -> Trafilatura(favour_precision=True) ->
    LanguageFilter(["en"], 0.65) -> JsonlWriter``, ``LocalPipelineExecutor(tasks=1, workers=1)``, this file
@@ -195,8 +195,8 @@ def run_datatrove(corpus: Path, out: Path, log: Path, lid: str, cpu: int | None)
 # ---- the corpus ------------------------------------------------------------------------------------
 
 def corpus_files(folder: Path, records: int, pages: int | None, html: Path | None) -> Path:
-    """``records`` responses in ONE WARC under ``folder``, built by build_corpus.py unless already there."""
-    import build_corpus
+    """``records`` responses in ONE WARC under ``folder``, built by corpus.py --plain unless already there."""
+    import corpus
 
     manifest = folder / "manifest.json"
     if manifest.is_file():
@@ -207,7 +207,7 @@ def corpus_files(folder: Path, records: int, pages: int | None, html: Path | Non
     argv = ["--records", str(records), "--files", "1", "--out", str(folder)]
     argv += ["--pages", str(pages)] if pages else []
     argv += ["--html", str(html)] if html else []
-    build_corpus.main(argv)
+    corpus.main(["--plain", *argv])
     return folder / json.loads(manifest.read_text())["files"][0]["file"]
 
 

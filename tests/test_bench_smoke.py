@@ -36,7 +36,7 @@ EXPECTED = {
         r"summary: \d+\.\d\d s \(--examples 0: \d+\.\d\d s\) on 5000 documents",
         r"why \(kept urn:uuid:[0-9a-f-]+\): \d+\.\d\d s; why \(removed by gopher_quality urn:uuid:[0-9a-f-]+\): \d",
     ],
-    "build_corpus": [r"24 responses \(12 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
+    "corpus": [r"24 responses \(16 pages x <= 2 copies, [1-9]\d* words respelled in copies"],
     "classify": [
         r"device: cpu \(no CUDA\)|device: cuda \(",
         r"bare torch: 100 docs, \d+\.\d docs/s \(\d+\.\d s = load \(torch import \+ model\) \d+\.\d \+ tokenise",
