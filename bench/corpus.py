@@ -24,7 +24,8 @@ Planted, at known rates and recorded by record id in ``manifest.json`` (a bench 
 
 * ``--exact-dup`` responses whose body is byte-identical to an earlier page's, under another URL;
 * ``--near-dup`` responses of an earlier page with small edits (``--near-edit`` of the visible long-word
-  occurrences respelled one by one: word 5-gram Jaccard stays around 0.9);
+  occurrences respelled one by one: on resiliparse's text the word 5-gram Jaccard to the original had
+  median 0.91 and was >= 0.8 for 97 % of them in a 2,000-response build);
 * ``--pathological`` generated pages: one character repeated thousands of times, a phrase repeated
   hundreds of times, or an article with a long character run inside;
 * ``--pathological-sources`` hosts where every one of ``--pathological-source-pages`` pages is such a page;
@@ -73,7 +74,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from texts import SHARED_DATA
@@ -381,7 +382,6 @@ class Item:
     detail: str = ""
     host: str = ""
     slot: int = -1  # position among the HTML 200 responses (-1 for the extras)
-    extra: dict = field(default_factory=dict)
 
 
 def _count(rate: float, n: int) -> int:
