@@ -36,7 +36,8 @@ Content-Length in a plain file swallowed the rest of the file once its block pas
 value holding \\x85 or \\x0b was cut there; a gzip member inflating past 1 MiB moved the framer back (a
 spurious error row, or decoding earlier members again forever: a hang); a file cut before its last gzip
 member decodes a byte left no trace; garbage in front that looks like the other kind of file made the whole
-file that kind; a Content-Length ending the block among the trailer's newlines split the engines. The one
+file that kind; a Content-Length ending the block among the trailer's newlines split the engines; a record
+whose Content-Length runs far past its member came out at offset 0. The one
 ``assume`` left: a whole plain record in front of a gzip file's members makes it a plain file.
 
 ``CURATE_FUZZ_EXAMPLES=N`` runs N examples per hypothesis test instead of the CI budget (the whole file takes
@@ -624,3 +625,13 @@ def test_content_length_off_into_the_trailer_engines_agree(fz: Fuzz, name: str, 
     misframed and took the true one (html and counts differed). Both take the declared block now."""
     w = fz.warcs[name]
     fz.read(wm.set_content_length(w, k, b"%d" % (w.records[k].content_length + off)).data, DEFAULT_MAX)
+
+
+@pytest.mark.parametrize("value", [b"99999999999999999999", b"%d" % (1 << 40)])
+def test_a_record_whose_content_length_runs_past_the_file_keeps_its_offset(fz: Fuzz, value: bytes) -> None:
+    """Found by a long run of this fuzz test: streaming the block of a record whose Content-Length runs far
+    past its gzip member released the member it starts in, and its document came out at offset 0 (after
+    the one before it: the offsets of a file no longer rose)."""
+    w = fz.warcs["dolma-wget-sample-0000.warc.gz"]
+    got = check_splice(fz, w, wm.set_content_length(w, 24, value), DEFAULT_MAX)
+    assert row_at(got, w.records[24].offset) is not None and got.counts["misframed"] == 1

@@ -438,11 +438,12 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
     """
     version, headers, block, cut = header
     member_start = d.member_of(pos)[0]
+    offset = d.src(pos)  # now: streaming a long block releases the members before it
     text = headers.get("content-length", "")
     content_length = int(text) if text.isascii() and text.isdigit() else None
     rtype = (headers.get("warc-type") or "unknown").lower()
     if cut != "ok":  # nothing of the block is there
-        return _Record(offset=d.src(pos), inner=pos - member_start if d.gzip else 0, version=version,
+        return _Record(offset=offset, inner=pos - member_start if d.gzip else 0, version=version,
                        headers=headers, type=rtype, content_length=content_length, block=b"", length=0,
                        status=cut), block
     head = b""
@@ -464,7 +465,7 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
             gap = d.next_gap(nxt)
             i = block - d.base
             return _Record(
-                offset=d.src(pos), inner=pos - member_start if d.gzip else 0, version=version,
+                offset=offset, inner=pos - member_start if d.gzip else 0, version=version,
                 headers=headers, type=rtype, content_length=content_length,
                 block=head if room <= len(head) else bytes(memoryview(d.buf)[i:i + min(room, content_length)]),
                 length=content_length, status="corrupt" if gap is not None and gap.member_pos < nxt else "ok",
@@ -523,7 +524,7 @@ def _record(d: _Decoded, pos: int, header: tuple[bytes, dict[str, str], int, str
     if status == "misframed" and len(data) == end - block:
         data = data[:-4] + data[-4:].rstrip(b"\r\n")  # the trailer is not part of the block
     return _Record(
-        offset=d.src(pos), inner=pos - member_start if d.gzip else 0, version=version,
+        offset=offset, inner=pos - member_start if d.gzip else 0, version=version,
         headers=headers, type=rtype, content_length=content_length, block=data, length=end - block,
         status=status,
     ), nxt
