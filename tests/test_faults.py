@@ -147,16 +147,20 @@ def test_kill_9_after_a_minhash_cluster_reduce_then_resume_equals_a_clean_run(de
 def test_kill_9_while_tokenize_writes_shards_then_resume_gives_the_same_shards(dedup_corpus: Corpus,
                                                                               tmp_path: Path) -> None:
     """Killed with one partition's shards written and the others' not, no manifest yet: the resumed run keeps
-    the dedup decisions and writes every shard byte for byte as a clean run, token counts included."""
+    the dedup decisions and writes every shard byte for byte as a clean run, token counts included, and
+    leaves no temporary file of a shard whose write the kill cut short."""
     out, faults = tmp_path / "out", tmp_path / "faults"
     cmd = dedup_corpus.command(out)
     kill_9_at(cmd, f"reduced-tokens:2:pause:{faults}", faults)
     written = {p.name for p in (out / "shards").iterdir()}
     assert written and all(name.startswith("shard-00000-") for name in written)
     assert written < set(dedup_corpus.clean["shards"]) and "manifest.json" not in written
+    # what a second worker's reduce, killed between a shard's write and its rename, leaves (atomic_path's name)
+    (out / "shards" / "shard-00001-000.bin.tmp-0badf00d").write_bytes(b"half a shard")
     log = resume(cmd).stderr
     assert "minhash_dedup already applied to every input" in log
     assert "resume: 4 of 4 units of tokenize tokens already mapped" in log
+    assert "tokenize tokens: removed 1 temporary files an interrupted attempt left in shards/" in log
     assert outcome(out) == dedup_corpus.clean
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
     assert manifest["totals"]["documents"] == len(dedup_corpus.clean["kept"]) and manifest["totals"]["tokens"] > 0

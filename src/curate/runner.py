@@ -33,7 +33,8 @@ from curate.config import ConfigError, Pipeline, RuntimeProfile
 from curate.console import log, progress
 from curate.execute import (ARTIFACTS, ApplyJob, ApplyUnit, DocumentJob, DocumentUnit, MapJob, MapUnit, ReduceJob,
                             ReduceUnit, data_bytes)
-from curate.io.fs import InputError, Location, expand_inputs, file_id, select_inputs, write_text_atomic
+from curate.io.fs import InputError, Location, expand_inputs, file_id, remove_temporaries, select_inputs, \
+    write_text_atomic
 from curate.schema import TRANSIENT_COLUMNS
 from curate.stage import DocumentStage, GlobalStage, Resources, RoundResult, ShuffleRound, next_round
 
@@ -555,6 +556,10 @@ class Runner:
             for p, rel in mapped[unit]["files"].items():
                 files[int(p)].append(rel)
         reduce_units = [ReduceUnit(f"p{p:05d}", p, tuple(paths)) for p, paths in sorted(files.items())]
+        if round_.artifacts:  # the stage's product (token shards): nothing half-written may stay beside it
+            swept = remove_temporaries(self.fs, f"{self.root}/{round_.artifacts}")
+            if swept:
+                log(f"{label}: removed {swept} temporary files an interrupted attempt left in {round_.artifacts}/")
         reduced, failed = pool.run(ReduceJob(round_, self.out, round_dir, step.index), reduce_units, f"{label}: reduce")
         if failed:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} reduce", failed))

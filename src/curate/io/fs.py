@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ _GLOB_CHARS = "*?["
 #: relative to its data server.
 LISTING_SUFFIXES = (".paths", ".paths.gz")
 DEFAULT_LISTING_BASE = "https://data.commoncrawl.org/"
+_TMP_INFIX = ".tmp-"
+_TMP_NAME = re.compile(rf"{re.escape(_TMP_INFIX)}[0-9a-f]{{8}}$")
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,24 @@ def open_input(uri: str, storage_options: dict[str, Any] | None = None) -> IO[by
 @contextmanager
 def atomic_path(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it into place only if the block succeeds."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}{_TMP_INFIX}{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+def remove_temporaries(fs: fsspec.AbstractFileSystem, folder: str) -> int:
+    """Delete the temporary files :func:`atomic_path` left under ``folder`` in a process killed before its
+    rename (its ``finally`` never ran); returns how many. Only while nothing writes there."""
+    if not fs.exists(folder):
+        return 0
+    stale = [p for p in fs.find(folder) if _TMP_NAME.search(p.rsplit("/", 1)[-1])]
+    for path in stale:
+        fs.rm(path)
+    return len(stale)
 
 
 def write_text_atomic(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
