@@ -22,7 +22,8 @@ trafilatura), so the filters see different text. Datatrove runs at ~20-30 docume
 reads only the first ``--datatrove-records`` responses; curate runs on that subset too (like-for-like
 ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus its
 per-response run time (scaled ratio). Rates are response records per second per core (curate's wall
-over ``--workers`` cores, datatrove's one task on one core); per stage, documents in over stage seconds.
+over the cores it used: ``--workers``, or one where a single input runs in one worker subprocess;
+datatrove's one task on one core); per stage, documents in over stage seconds.
 
 Also: the same curate run with ``--workers 1`` and ``--workers 2`` (scaling), and on a corpus twice the
 size (memory flatness: the largest single process's peak RSS, 2x over 1x, goal ~1.0).
@@ -125,8 +126,11 @@ def run_curate(inputs: list[Path], out: Path, workers: int, log: Path, timeout_s
         tail = "\n".join(text.splitlines()[-30:])
         raise SystemExit(f"curate run exited {proc.rc} after {proc.wall:.0f} s ({' '.join(cmd)}); log {log}:\n{tail}")
     stats = json.loads((out / "stats" / "stats.json").read_text())
+    executor = json.loads((out / "run.json").read_text()).get("executor")
+    # one input runs in one worker subprocess whatever --workers says (README, executor: auto)
+    cores = min(workers, len(inputs)) if executor == "ray" else 1
     conservation = next((line for line in text.splitlines() if line.startswith("conservation")), "no conservation line")
-    proc.info = {"stats": stats, "responses": stats["records"].get("response", 0), "workers": workers,
+    proc.info = {"stats": stats, "responses": stats["records"].get("response", 0), "cores": cores,
                  "conservation": conservation, "ok": bool(stats.get("conservation_ok")), "out": out}
     return proc
 
@@ -317,7 +321,7 @@ def per_core(n: float, seconds: float, cores: int = 1) -> float:
 
 def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: int, dt_root: Path) -> None:
     full_n = full.info["responses"]
-    print(f"\n== curate {PIPELINE} (--workers {args.workers}) and datatrove's equivalent "
+    print(f"\n== curate {PIPELINE} and datatrove's equivalent "
           f"(datatrove on the first {sub_n} of {full_n} responses; rates per core)")
     print(f"  {'stage':<22} {'curate in':>9} {'out':>7} {'docs/s':>8} | {'datatrove in':>12} {'out':>7} {'docs/s':>8}"
           " | ratio (curate on the subset / datatrove)")
@@ -350,26 +354,29 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
     dt_fixed = dtv.wall - dt_run
     dt_scaled = dt_fixed + dt_run / sub_n * full_n
     rates = {
-        "curate, full": per_core(full_n, full.wall, args.workers),
-        "curate, subset": per_core(sub_n, sub.wall, args.workers),
+        "curate, full": per_core(full_n, full.wall, full.info["cores"]),
+        "curate, --workers 1": per_core(full_n, w1.wall, w1.info["cores"]),
+        "curate, subset": per_core(sub_n, sub.wall, sub.info["cores"]),
         "datatrove, subset": per_core(sub_n, dtv.wall),
         "datatrove, scaled": per_core(full_n, dt_scaled),
     }
     print("\n  end to end (whole process, responses per second per core, peak RSS of the largest process):")
-    for label, proc, n in (("curate", full, full_n), ("curate, subset", sub, sub_n), ("datatrove, subset", dtv, sub_n)):
-        cores = 1 if "datatrove" in label else args.workers
+    for label, proc, n in (("curate", full, full_n), ("curate, --workers 1", w1, full_n), ("curate, subset", sub, sub_n),
+                           ("datatrove, subset", dtv, sub_n)):
+        cores = proc.info.get("cores", 1)  # datatrove: one task, one core
         print(f"    {label:<22} {n:>7} responses {proc.wall:8.1f} s {per_core(n, proc.wall, cores):8.1f} docs/s/core"
-              f"  peak RSS per worker {proc.rss_mb:6.0f} MB")
+              f"  on {cores} core(s), peak RSS per worker {proc.rss_mb:6.0f} MB")
     print(f"    {'datatrove, scaled':<22} {full_n:>7} responses {dt_scaled:8.1f} s {rates['datatrove, scaled']:8.1f} "
           f"docs/s/core  (fixed {dt_fixed:.1f} s + {dt_run:.1f} s run x {full_n}/{sub_n})")
     print(f"  ratio curate/datatrove end to end, the same {sub_n} responses (both measured): "
           f"{rates['curate, subset'] / rates['datatrove, subset']:.1f}x")
     print(f"  ratio curate/datatrove end to end, {full_n} responses (datatrove scaled from {sub_n}): "
-          f"{rates['curate, full'] / rates['datatrove, scaled']:.1f}x")
+          f"{rates['curate, full'] / rates['datatrove, scaled']:.1f}x; curate --workers 1 (one core each): "
+          f"{rates['curate, --workers 1'] / rates['datatrove, scaled']:.1f}x")
     print(f"  ratio peak RSS per worker curate/datatrove (subset): {sub.rss_mb / dtv.rss_mb:.2f}")
-    print(f"  scaling: --workers 1 {per_core(full_n, w1.wall):.1f} docs/s ({w1.wall:.1f} s), --workers 2 "
-          f"{per_core(full_n, full.wall):.1f} docs/s ({full.wall:.1f} s): ratio w2/w1 "
-          f"{w1.wall / full.wall:.2f} (ideal 2.00)")
+    print(f"  scaling: --workers 1 {per_core(full_n, w1.wall):.1f} docs/s ({w1.wall:.1f} s), --workers {args.workers} "
+          f"{per_core(full_n, full.wall):.1f} docs/s ({full.wall:.1f} s): ratio w{args.workers}/w1 "
+          f"{w1.wall / full.wall:.2f} (ideal {full.info['cores']:.2f})")
     big_n = big.info["responses"]
     print(f"  memory flatness (--workers {args.workers}): peak RSS per worker {full.rss_mb:.0f} MB at {full_n} "
           f"responses, {big.rss_mb:.0f} MB at {big_n}: ratio 2x/1x {big.rss_mb / full.rss_mb:.2f} (goal ~1.00)")
