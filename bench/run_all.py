@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,11 +316,43 @@ def agreement(cur: Proc, dtv: Proc, dt_root: Path) -> list[str]:
     return lines
 
 
+def planted(cur: Proc, manifest: dict) -> list[str]:
+    """What curate did with what ``bench/corpus.py`` planted, scored by the manifest's record ids."""
+    import pyarrow.parquet as pq
+
+    out = cur.info["out"]
+    decided = ids(out, "kept") | ids(out, "removed")
+    order = list(cur.info["stats"]["stages"])
+    at_dedup = {"", *order[order.index("minhash_dedup"):]}
+    lines = []
+    for kind in ("exact_duplicates", "near_duplicates"):
+        pairs = manifest["planted"][kind]
+        reached = [p for p in pairs if decided.get(p["id"]) in at_dedup and decided.get(p["duplicate_of"]) in at_dedup]
+        caught = sum("minhash_dedup" in (decided[p["id"]], decided[p["duplicate_of"]]) for p in reached)
+        lines.append(f"  planted {kind.replace('_', ' ')}: {len(reached)} of {len(pairs)} pairs reached minhash_dedup "
+                     f"with both documents (the rest lost one to an earlier filter); it removed one of {caught} "
+                     f"of them")
+    pages = Counter(decided.get(p["id"], "not a document") for p in manifest["planted"]["pathological_pages"])
+    lines.append(f"  planted pathological pages ({pages.total()}): removed by {dict(pages.most_common())}")
+    sources = manifest["planted"]["pathological_sources"]
+    by = Counter(decided.get(i, "not a document") for s in sources for i in s["ids"])
+    report = {r["source"]: r for r in pq.read_table(out / "stats" / "source_quarantine_report.parquet").to_pylist()}
+    seen = [f"{s['host']} {report[s['host']]['pathological']}/{report[s['host']]['docs']}" for s in sources
+            if s["host"] in report]
+    lines.append(f"  planted pathological sources ({len(sources)} hosts, {by.total()} pages): removed by {dict(by)}; "
+                 f"pathological in source_quarantine's report: {', '.join(seen) or 'none'}")
+    extras = [p["id"] for k in ("non_html", "non_200", "revisits") for p in manifest["planted"][k]]
+    lines.append(f"  planted non-HTML, non-200 and revisit records read as documents: "
+                 f"{sum(i in decided for i in extras)} of {len(extras)} (expected 0)")
+    return lines
+
+
 def per_core(n: float, seconds: float, cores: int = 1) -> float:
     return n / seconds / cores if seconds else float("nan")
 
 
-def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: int, dt_root: Path) -> None:
+def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: int, dt_root: Path,
+           manifest: dict) -> None:
     full_n = full.info["responses"]
     print(f"\n== curate {PIPELINE} and datatrove's equivalent "
           f"(datatrove on the first {sub_n} of {full_n} responses; rates per core)")
@@ -384,6 +417,8 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
         print(f"  curate conservation ({label}): {'OK' if proc.info['ok'] else 'FAILED'}: {proc.info['conservation']}")
     print(f"\n  filter decisions on the {sub_n} responses (curate: resiliparse text; datatrove: trafilatura text):")
     print("\n".join(agreement(sub, dtv, dt_root)))
+    print(f"\n  what curate did with the planted records of the {full_n}-response corpus (its manifest):")
+    print("\n".join(planted(full, manifest)))
     print(f"  datatrove's reader accepted {int(dt_step(dtv.info, 'warc').get('documents', 0))} of {sub_n} responses "
           f"(it sniffs pages without WARC-Identified-Payload-Type with libmagic); curate read "
           f"{sub.info['stats']['documents']} documents of them")
@@ -425,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{runs[name].info['conservation']}", flush=True)
     dtv = run_datatrove(sub, work / "datatrove", logs / "datatrove.log", args.timeout)
     print(f"  datatrove: {sub_n} responses, {dtv.wall:.1f} s, peak RSS {dtv.rss_mb:.0f} MB", flush=True)
-    report(args, runs["1x"], runs["w1"], runs["subset"], dtv, runs["2x"], sub_n, work / "datatrove")
+    manifest = json.loads((work / "corpus-1x" / "manifest.json").read_text())
+    report(args, runs["1x"], runs["w1"], runs["subset"], dtv, runs["2x"], sub_n, work / "datatrove", manifest)
     print(f"\nload average {os.getloadavg()[0]:.2f}; bench took {time.perf_counter() - t0:.0f} s")
     return 0 if all(r.info["ok"] for r in runs.values()) else 1
 
