@@ -10,6 +10,7 @@ to retry them) or the failure policy was exceeded, or the run stopped on a file 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -227,5 +228,21 @@ def _print_summary(result, output: str) -> None:
     print(f"output: {output}")
 
 
+def entry() -> None:
+    """The console script: :func:`main`, then an exit that skips the interpreter's teardown.
+
+    pyarrow 26 aborts the process (SIGABRT, "terminate called without an active exception", exit 134) in
+    its C++ static destructors in about half of the processes that read a Parquet file through a Python
+    file object or an fsspec filesystem, which the runner and the audit commands do: a finished, correct
+    run would exit 134. The ``atexit`` handlers (Ray's shutdown, logging's flush) still run; only the
+    teardown after them, where nothing of curate's is left to do, is skipped.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -137,3 +137,4 @@ def _describe(exc: Exception) -> str:
 
 if __name__ == "__main__":
     serve()
+    os._exit(0)  # not the interpreter's teardown, where pyarrow may abort (see curate.cli.entry)
