@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from texts import curate_cmd
+from texts import curate_cmd, reap
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "_work" / "run-all"
@@ -103,15 +103,11 @@ def spawn(cmd: list[str], log: Path, timeout_s: float) -> Proc:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        timer = threading.Timer(timeout_s, proc.kill)
-        timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            usage = reap(proc, timeout_s)
         finally:
-            timer.cancel()
             done.set()
         wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
     sampler.join()
     return Proc(wall, max(peak[0], usage.ru_maxrss / 1024), proc.returncode, log)
 

@@ -14,7 +14,10 @@ import gzip
 import json
 import os
 import re
+import resource
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +121,16 @@ def curate_cmd() -> list[str]:
     if script.is_file():
         return [str(script)]
     return [sys.executable, "-c", "import sys; from curate.cli import main; sys.exit(main())"]
+
+
+def reap(proc: subprocess.Popen, timeout_s: float) -> resource.struct_rusage:
+    """Wait for ``proc`` with ``os.wait4`` (the rusage of it and the children it reaped), killing it after
+    ``timeout_s``; sets its returncode, as Popen must not wait again."""
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
