@@ -232,10 +232,11 @@ def entry() -> None:
     """The console script: :func:`main`, then an exit that skips the interpreter's teardown.
 
     pyarrow 26 aborts the process (SIGABRT, "terminate called without an active exception", exit 134) in
-    its C++ static destructors in about half of the processes that read a Parquet file through a Python
-    file object or an fsspec filesystem, which the runner and the audit commands do: a finished, correct
-    run would exit 134. The ``atexit`` handlers (Ray's shutdown, logging's flush) still run; only the
-    teardown after them, where nothing of curate's is left to do, is skipped.
+    its C++ static destructors in a quarter to three quarters of the processes that read a Parquet file
+    through a Python file object or an fsspec filesystem (apache/arrow#39862), which the runner and the
+    audit commands do: a finished, correct run would exit 134. The ``atexit`` handlers (Ray's shutdown,
+    logging's flush) still run; only the teardown after them, where nothing of curate's is left to do,
+    is skipped.
     """
     code = main()
     atexit._run_exitfuncs()
