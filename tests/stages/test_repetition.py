@@ -115,6 +115,30 @@ def test_runs_never_cross_document_boundaries() -> None:
     assert runs.period.tolist() == [1, 1, 0]
 
 
+def test_empty_documents_side_by_side_match_nothing() -> None:
+    """The separators around an empty document touch each other; they must never read as a run."""
+    empty = np.zeros(0, dtype=np.uint32)
+    ids = [np.full(3, 5, dtype=np.uint32), empty, empty, empty, np.arange(14, dtype=np.uint32), empty]
+    runs = token_runs(ids, 1, 13, 3)
+    assert runs.count.tolist() == [3, 0, 0, 0, 1, 0] and runs.period.tolist() == [1, 0, 0, 0, 0, 0]
+    chars = char_runs(["", "", "", "ab", "", ""], 2, 8, 3)
+    assert chars.run.tolist() == [0, 0, 0, 1, 0, 0] and chars.ngram_run.tolist() == [0] * 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_of_random_loops_equals_each_alone(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    texts = ["".join(rng.choice(list("ab c\n"), size=rng.integers(0, 4))) * int(rng.integers(0, 50))
+             for _ in range(200)]
+    ids = [np.array([ord(c) % 4 for c in t], dtype=np.uint32) for t in texts]
+    batch_tokens, batch_chars = token_runs(ids, 1, 13, 3), char_runs(texts, 2, 8, 3)
+    for i, (t, d) in enumerate(zip(texts, ids)):
+        alone_tokens, alone_chars = token_runs([d], 1, 13, 3), char_runs([t], 2, 8, 3)
+        for batch, alone in ((batch_tokens, alone_tokens), (batch_chars, alone_chars)):
+            for field in batch.__dataclass_fields__:
+                assert getattr(batch, field)[i] == pytest.approx(getattr(alone, field)[0]), (t, field)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_token_runs_equal_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -107,62 +107,78 @@ class RepetitionParams(StageParams):
 
 @dataclass(frozen=True)
 class _Flat:
-    """Documents concatenated into one array, so each period is one vectorised pass over the batch."""
+    """Documents concatenated into one array, so each period is one vectorised pass over the batch.
 
-    values: np.ndarray  # token ids or code points
-    bounds: np.ndarray  # int64, len(docs) + 1: document d is values[bounds[d]:bounds[d + 1]]
-    room: np.ndarray  # int64: distance from each position to its document's end
+    Documents are separated by ``gap`` sentinels, distinct from each other, from those of the neighbouring gaps
+    and from every token id and code point, so ``values[i] == values[i + p]`` never holds across a document end for ``p <= gap``: no
+    per-position "room left" array is needed.
+    """
+
+    values: np.ndarray  # uint32 token ids or code points, with the sentinel gaps
+    starts: np.ndarray  # int64, len(docs): document d is values[starts[d]:starts[d] + lengths[d]]
+    lengths: np.ndarray  # int64
+    gap: int
 
     @classmethod
-    def of(cls, arrays: list[np.ndarray]) -> _Flat:
+    def of(cls, arrays: list[np.ndarray], gap: int) -> _Flat:
         lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-        bounds = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
-        room = np.repeat(bounds[1:], lengths) - np.arange(len(values), dtype=np.int64)
-        return cls(values, bounds, room)
+        starts = np.zeros(len(arrays), dtype=np.int64)
+        np.cumsum(lengths[:-1] + gap, out=starts[1:])
+        # Two alternating sets: the gaps around an empty document are adjacent and must not match each other.
+        top = np.iinfo(np.uint32).max
+        sentinels = (np.arange(top, top - gap, -1, dtype=np.uint32), np.arange(top - gap, top - 2 * gap, -1, dtype=np.uint32))
+        pieces = [piece for k, a in enumerate(arrays) for piece in (a.astype(np.uint32, copy=False), sentinels[k % 2])]
+        values = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint32)
+        return cls(values, starts, lengths, gap)
 
     @property
     def n_docs(self) -> int:
-        return len(self.bounds) - 1
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.bounds)
+        return len(self.lengths)
 
     def runs(self, period: int) -> tuple[np.ndarray, np.ndarray]:
         """Start and span (elements) of every stretch that repeats its first ``period`` elements at least twice.
 
-        A stretch where ``values[i] == values[i + period]`` for ``r`` consecutive ``i`` (never crossing a
-        document end) spans ``r + period`` elements; ``r >= period`` means one full extra copy.
+        A stretch where ``values[i] == values[i + period]`` for ``r`` consecutive ``i`` spans ``r + period``
+        elements; ``r >= period`` means one full extra copy.
         """
+        if period > self.gap:
+            raise ValueError(f"period {period} exceeds the sentinel gap {self.gap}")
         n = len(self.values)
         if n <= period:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        equal = self.values[period:] == self.values[: n - period]
-        equal &= self.room[: n - period] > period
-        edges = np.flatnonzero(np.diff(equal, prepend=False, append=False))
+        equal = np.zeros(n - period + 2, dtype=bool)  # False at both ends, so every stretch has two edges
+        np.equal(self.values[period:], self.values[: n - period], out=equal[1:-1])
+        edges = np.flatnonzero(equal[1:] != equal[:-1])
         starts, stops = edges[0::2], edges[1::2]
         keep = stops - starts >= period
         return starts[keep], stops[keep] - starts[keep] + period
 
     def doc_of(self, positions: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.bounds, positions, side="right") - 1
+        return np.searchsorted(self.starts, positions, side="right") - 1
 
     def per_doc_max(self, positions: np.ndarray, values: np.ndarray, initial: np.ndarray) -> np.ndarray:
         out = initial.copy()
         np.maximum.at(out, self.doc_of(positions), values)
         return out
 
+    def first_elements(self, starts: np.ndarray, period: int) -> np.ndarray:
+        """``values[s:s + period]`` for each start, as rows (a run repeats these)."""
+        return self.values[starts[:, None] + np.arange(period)]
+
     def covered_share(self, starts: list[np.ndarray], spans: list[np.ndarray]) -> np.ndarray:
-        """Per document, the share of elements inside any of the given spans (overlaps counted once)."""
-        delta = np.zeros(len(self.values) + 1, dtype=np.int32)
-        for s, w in zip(starts, spans):
-            np.add.at(delta, s, 1)
-            np.add.at(delta, s + w, -1)
-        covered = np.concatenate([[0], np.cumsum(np.cumsum(delta[:-1]) > 0)])
-        inside = covered[self.bounds[1:]] - covered[self.bounds[:-1]]
-        lengths = self.lengths()
-        return np.divide(inside, lengths, out=np.zeros(self.n_docs), where=lengths > 0)
+        """Per document, the share of elements inside any of the given spans (overlaps counted once).
+
+        The union of the intervals sorted by start: each adds what reaches past the furthest end before it.
+        """
+        begin = np.concatenate([np.zeros(0, np.int64), *starts])
+        order = np.argsort(begin, kind="stable")
+        begin = begin[order]
+        end = begin + np.concatenate([np.zeros(0, np.int64), *spans])[order]
+        reach = np.maximum.accumulate(end) if len(end) else end
+        before = np.concatenate([begin[:1], reach[:-1]])
+        added = np.maximum(end - np.maximum(begin, before), 0)
+        inside = np.bincount(self.doc_of(begin), weights=added, minlength=self.n_docs)
+        return np.divide(inside, self.lengths, out=np.zeros(self.n_docs), where=self.lengths > 0)
 
 
 @dataclass(frozen=True)
@@ -178,8 +194,8 @@ class TokenRuns:
 
 def token_runs(ids: list[np.ndarray], min_period: int, max_period: int, min_run_repeats: int) -> TokenRuns:
     """OLMo 2's repeated-span measure for each document, one numpy pass per period over the whole batch."""
-    flat = _Flat.of(ids)
-    n_tokens = flat.lengths()
+    flat = _Flat.of(ids, gap=max_period)
+    n_tokens = flat.lengths
     count = np.minimum(n_tokens, 1)
     period = np.zeros(flat.n_docs, dtype=np.int64)
     longest = np.zeros(flat.n_docs, dtype=np.int64)
@@ -218,34 +234,33 @@ def char_runs(texts: list[str], min_period: int, max_period: int, min_run_repeat
     to the single-character measure, so each column means one thing.
     """
     codes = [np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32) for t in texts]
-    flat = _Flat.of(codes)
-    n_chars = flat.lengths()
-    space = np.isin(flat.values, _WHITESPACE)
-    space_before = np.concatenate([[0], np.cumsum(space)])
+    flat = _Flat.of(codes, gap=max_period)
+    is_space = np.zeros(int(_WHITESPACE.max()) + 2, dtype=bool)  # the last slot: every other code point
+    is_space[_WHITESPACE] = True
 
-    def not_all_space(starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        return space_before[starts + spans] - space_before[starts] < spans
+    def all_space(first: np.ndarray) -> np.ndarray:
+        """Rows of a run's first elements that are all whitespace (then so is the whole run)."""
+        return is_space[np.minimum(first, len(is_space) - 1)].all(axis=1)
 
     starts, spans = flat.runs(1)
-    ok = not_all_space(starts, spans)
+    ok = ~all_space(flat.first_elements(starts, 1))
     starts, spans = starts[ok], spans[ok]
-    n_space = space_before[flat.bounds[1:]] - space_before[flat.bounds[:-1]]
-    run = flat.per_doc_max(starts, spans, (n_space < n_chars).astype(np.int64))
+    has_content = np.fromiter((bool(t.strip()) for t in texts), dtype=np.int64, count=len(texts))
+    run = flat.per_doc_max(starts, spans, has_content)
     long_enough = spans >= min_run_repeats
     run_starts, run_spans = [starts[long_enough]], [spans[long_enough]]
 
-    same_as_next = np.concatenate([flat.values[1:] == flat.values[:-1], [False]])
-    same_before = np.concatenate([[0], np.cumsum(same_as_next)])
     ngram_run = np.zeros(flat.n_docs, dtype=np.int64)
     for p in range(min_period, max_period + 1):
         starts, spans = flat.runs(p)
-        keep = (spans // p >= min_run_repeats) & not_all_space(starts, spans)
-        starts, spans = starts[keep], spans[keep]
+        first = flat.first_elements(starts, p)
+        keep = (spans // p >= min_run_repeats) & ~all_space(first)
+        starts, spans, first = starts[keep], spans[keep], first[keep]
         run_starts.append(starts)
         run_spans.append(spans)
-        one_char = same_before[starts + spans - 1] - same_before[starts] == spans - 1
+        one_char = (first == first[:, :1]).all(axis=1)  # "------" is also "--" x 3: the one-character measure's
         ngram_run = flat.per_doc_max(starts[~one_char], spans[~one_char], ngram_run)
-    return CharRuns(run, ngram_run, flat.covered_share(run_starts, run_spans), n_chars)
+    return CharRuns(run, ngram_run, flat.covered_share(run_starts, run_spans), flat.lengths)
 
 
 def compression_ratios(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
