@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ TERMINAL_PUNCTUATION = frozenset(
 #: ``PUNCTUATION_SET``: a Gopher "word" made only of these is a symbol, not a word.
 PUNCTUATION_SET = TERMINAL_PUNCTUATION | frozenset(
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
-    + "".join(map(chr, chain(range(0, 9), range(11, 13), range(13, 32), range(127, 160))))
+    + "".join(map(chr, chain(range(9), range(11, 13), range(13, 32), range(127, 160))))
 )
 
 # --- spaCy 3.8 English tokenizer tables (spacy/lang/char_classes.py, spacy/lang/*/tokenizer_exceptions.py) ----
@@ -204,15 +205,15 @@ def _letter_classes() -> tuple[str, str, str, str]:
     return _class(alpha), _class(lower | caseless), _class(upper | caseless), _class(symbol)
 
 
-#: Most chunks any one memo keeps. A worker holds six chunk tables (the shared word splitter's, one per
-#: stage, two in ``gopher_repetition``) at 65-220 bytes an entry, each holding its own key strings: about
-#: 100 MB in all at this bound, where 2M entries each came to about 1.5 GB. On one pass over the 2,951
-#: distinct shared documents (2.2 M chunks, 223 k distinct; ``bench/texts.py``) the four stages took 6 %
-#: more CPU at this bound than with no clearing, 10 % at half of it and 30 % at a quarter (best of 5). A
-#: full memo is cleared, not trimmed least recently used: ``functools.lru_cache`` missed a fifth less in
-#: word splitting (at 4-64 Ki entries) but makes every hit slower (316 against 239 ns a chunk); over the
-#: four stages it was faster at this bound and slower at half of it, within the noise.
-MEMO_ENTRIES = 1 << 17
+#: Most chunks a memo's current generation keeps (its previous one holds as many at most). A worker holds
+#: five chunk tables (the shared word splitter's and one per stage) that share one interned copy of each
+#: key: 562 bytes a distinct chunk over the five (tracemalloc, 100 k real chunks; 844 with a copy per
+#: table), so at most ~300 MB, ~150 MB on average. Why this many: the kept documents of the 20k-response
+#: benchmark corpus bring ~60 new chunks a document (300 k distinct in 5,120 documents); at 2^17 entries
+#: without generations the memos cleared mid-batch (the word splitter split 1.29 M chunks where 0.30 M are
+#: distinct; now 0.30 M) and the four stages took 7-30 % more CPU (6.4-6.5 against 4.9-6.0 ms a document). Generations rather than least-recently-used trimming: a hit stays a plain dict lookup
+#: (``functools.lru_cache`` made every hit slower, 316 against 239 ns a chunk).
+MEMO_ENTRIES = 1 << 18
 
 
 class _Memo(dict):
@@ -220,20 +221,35 @@ class _Memo(dict):
 
     Web text is Zipfian: a few thousand documents in, most whitespace-delimited chunks have been seen, so
     per-chunk work (word splitting, character classes) runs once and ``map(memo.__getitem__, …)`` turns a
-    document into C-speed lookups. A full memo starts over (:data:`MEMO_ENTRIES`): the frequent chunks
-    come back within a few documents, and a hit stays a plain dict lookup.
+    document into C-speed lookups. A full memo becomes the previous generation and starts over
+    (:data:`MEMO_ENTRIES` each): a chunk seen since then is moved back on its first miss, so the frequent
+    chunks survive the turnover and a later stage of the same batch finds the chunks an earlier one split
+    before it, while a hit stays a plain dict lookup.
     """
 
     def __init__(self, compute: Callable[[str], object], limit: int | None) -> None:
         super().__init__()
         self._compute = compute
         self._limit = limit
+        self._previous: dict[str, object] = {}
 
     def __missing__(self, chunk: str) -> object:
+        value = self._previous.pop(chunk, _ABSENT)
+        if value is _ABSENT:
+            value = self._compute(chunk)
+        chunk = sys.intern(chunk)  # every memo of the process then holds one copy of the key
         if self._limit is not None and len(self) >= self._limit:
-            self.clear()
-        value = self[chunk] = self._compute(chunk)
+            self._previous = dict(self)
+            super().clear()
+        self[chunk] = value
         return value
+
+    def clear(self) -> None:
+        super().clear()
+        self._previous = {}
+
+
+_ABSENT = object()
 
 
 class EnglishWords:
@@ -424,25 +440,26 @@ class _ChunkTable(_Memo):
     def __init__(self, features: Callable[[str], Sequence[int]], width: int) -> None:
         super().__init__(self._add, limit=None)
         self._features = features
-        self._rows: list[Sequence[int]] = []
+        self._pending: list[Sequence[int]] = []  # rows not yet in the array (tuples cost 3x an array row)
         self._array = np.zeros((0, width), np.int64)
 
     def _add(self, chunk: str) -> int:
-        self._rows.append(self._features(chunk))
-        return len(self._rows) - 1
+        self._pending.append(self._features(chunk))
+        return len(self._array) + len(self._pending) - 1
 
     def array(self) -> np.ndarray:
         """Features of every chunk seen so far, one row per index."""
-        if len(self._array) < len(self._rows):
-            new = np.array(self._rows[len(self._array) :], np.int64).reshape(-1, self._array.shape[1])
+        if self._pending:
+            new = np.array(self._pending, np.int64).reshape(-1, self._array.shape[1])
             self._array = np.concatenate([self._array, new])
+            self._pending.clear()
         return self._array
 
     def bound(self, limit: int) -> None:
         """Forget everything once past ``limit`` chunks (between batches: indices are only valid within one)."""
         if len(self) > limit:
             self.clear()
-            self._rows.clear()
+            self._pending.clear()
             self._array = self._array[:0]
 
 
@@ -583,7 +600,7 @@ class GopherQuality(_HeuristicFilter):
         counts = np.fromiter(map(len, per_doc), np.int64, len(texts))
         index = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         features = self._chunks.array()[index]
-        self._chunks.bound(MEMO_ENTRIES)
+        self._chunks.bound(2 * MEMO_ENTRIES)  # no previous generation: as many entries as a full _Memo
         tokens, words, word_chars, alpha = _segment_reduce(np.add, features[:, :4], counts).T
         stop_words = np.bitwise_count(_segment_reduce(np.bitwise_or, features[:, 4], counts))
 
