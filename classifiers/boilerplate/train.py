@@ -65,9 +65,9 @@ def load(data: Path) -> list[dict]:
         pages.append({"set": "traf", "name": path.name, "eval": evaldata.get(path.name), "path": path})
     for page in pages:
         html, _ = decode_html(gzip.decompress(page["path"].read_bytes()), None)
-        raws, texts = page_lines(html)
+        raws, texts, whole_page = page_lines(html)
         page["texts"] = texts
-        page["X"] = line_features(raws, texts) if texts else np.zeros((0, len(feature_names())))
+        page["X"] = line_features(raws, texts, whole_page) if texts else np.zeros((0, len(feature_names())))
         page["y"], page["w"] = label(page)
         page["half"] = hashlib.sha1(page["name"].encode()).digest()[0] & 1
     return pages

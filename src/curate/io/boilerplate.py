@@ -17,7 +17,7 @@ import json
 import re
 from collections import Counter
 from functools import lru_cache
-from itertools import repeat
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,19 @@ import numpy as np
 DEFAULT_MODEL = Path(__file__).with_name("data") / "boilerplate.json"
 
 _COMMENTS = False  # resiliparse comments= option of the base pass
-_BLOCK = re.compile(r"<(/?)(p|li|h[1-6]|pre|ul|ol)\b[^>]*>")
+#: Main content shorter than this (characters) sends the classifier to the whole page; 500 measured best
+#: of 500/1000 (1000 also takes short news pages whose main content was right: held-out precision -0.03).
+SHORT_MAIN_CONTENT = 500
 _TAG = re.compile(r"<[^>]*>")
-_LINK = re.compile(r"<a\b[^>]*>(.*?)</a>", re.DOTALL)
-_WORD = re.compile(r"\w+|\n")
-_NO_DIGITS = dict.fromkeys(map(ord, "0123456789"))
-_UPPER_START = re.compile(r"\b[^\W\d_a-zà-ÿ]")
+_TAG_IN_LINE = re.compile(r"<[^>\n]*>")
+_BLOCK = re.compile(r"<(/?)(p|li|h[1-6]|pre)\b[^>]*>")
+_LINK = re.compile(r"<a\b[^>]*>(.*?)</a>")
 # Words (lower case) that mark page furniture in the languages of the training pages (en, de, fr, ...);
 # a set lookup rather than a regex alternation, which costs ~20x more per line.
 _FURNITURE = frozenset(
     ["copyright", "rights", "reserved", "rechte", "advertisement", "advertising", "advertise", "ad", "ads", "anzeige", "werbung", "newsletter", "subscribe", "subscription", "subscribers", "abonnieren", "abonnement", "abo", "sign", "login", "logout", "anmelden", "registrieren", "register", "cookie", "cookies", "datenschutz", "datenschutzerklärung", "privacy", "terms", "impressum", "agb", "follow", "share", "shares", "teilen", "related", "read", "weiterlesen", "mehr", "könnte", "interessieren", "recommended", "comments", "comment", "kommentar", "kommentare", "click", "klicken", "tags", "tag", "categories", "category", "kategorie", "kategorien", "photo", "photos", "foto", "fotos", "image", "getty", "reuters", "ap", "afp", "dpa", "updated", "published", "posted", "veröffentlicht", "aktualisiert", "trending", "popular", "stories", "sponsored", "contact", "kontakt", "sitemap", "menu", "menü", "home", "startseite", "navigation", "facebook", "twitter", "whatsapp", "instagram", "linkedin", "pinterest", "email", "print", "drucken", "video", "videos"])
 _STOP = frozenset(
     ["the", "a", "an", "and", "or", "of", "to", "in", "on", "for", "with", "is", "are", "was", "were", "be", "been", "it", "that", "this", "as", "at", "by", "from", "has", "have", "had", "he", "she", "they", "we", "you", "i", "his", "her", "their", "its", "not", "but", "which", "who", "will", "would", "said", "says", "der", "die", "das", "und", "oder", "ist", "sind", "war", "ein", "eine", "einen", "dem", "den", "des", "zu", "im", "in", "auf", "mit", "von", "für", "nicht", "sich", "auch", "es", "er", "sie", "wir", "ich", "bei", "aus", "nach", "wie", "als", "dass", "hat", "haben", "wird", "werden", "noch", "nur", "le", "la", "les", "et", "ou", "est", "sont", "un", "une", "des", "du", "de", "en", "dans", "pour", "avec", "sur", "pas", "que", "qui", "il", "elle", "el", "los", "las", "y", "es", "son", "un", "una", "del", "en", "con", "por", "para", "no", "que", "se", "su", "i", "w", "z", "na", "się", "nie", "do", "jest", "to", "że", "o"])
-# One dict lookup per token instead of one per set: bit flags of what a token is.
-_NEWLINE, _STOPWORD, _FURNITURE_WORD = 1, 2, 4
-_TOKEN_CODE = {"\n": _NEWLINE}
-for _word in _STOP | _FURNITURE:
-    _TOKEN_CODE[_word] = (_STOPWORD if _word in _STOP else 0) | (_FURNITURE_WORD if _word in _FURNITURE else 0)
 _KINDS = ("text", "p", "li", "h1", "h2", "h3", "h4", "pre", "link")
 _KIND_INDEX = {kind: i for i, kind in enumerate(_KINDS)}
 _HEADING = {"h5": "h4", "h6": "h4"}
@@ -53,10 +49,12 @@ LINE_FEATURES = (
     "long_p",
 )
 PAGE_FEATURES = ("rel_line", "rel_char", "log_page_chars", "page_long_p_share",
-                 "before_first_long_p", "after_last_long_p", "lines_to_long_p")
+                 "before_first_long_p", "after_last_long_p", "lines_to_long_p", "whole_page")
 _CONTEXT = ("log_chars", "link_share", "punct_per_word", "stop_share", "long_p", "furniture")
 _WINDOWS = (1, 3, 8)
 _CONTEXT_COLS = [LINE_FEATURES.index(name) for name in _CONTEXT]
+_WINDOW_ARRAY = np.array(_WINDOWS)
+_N_FEATURES = len(LINE_FEATURES) + len(PAGE_FEATURES) + 2 * len(_WINDOWS) * len(_CONTEXT)
 
 
 def feature_names() -> list[str]:
@@ -67,11 +65,24 @@ def feature_names() -> list[str]:
     return names
 
 
-def page_lines(html_text: str) -> tuple[list[str], list[str]]:
-    """(raw minimal-HTML lines with text, their plain text) of resiliparse's main-content extraction."""
+def page_lines(html_text: str) -> tuple[list[str], list[str], bool]:
+    """(raw minimal-HTML lines with text, their plain text, whether they are the whole page).
+
+    Resiliparse's main content, unless it holds under ``SHORT_MAIN_CONTENT`` characters: then its
+    heuristics most often missed the article (a body built of teasers, comments or ticker entries), and
+    the classifier reads the whole page instead. A second pass on those pages only (4 % of the shared
+    ones) costs little.
+    """
+    raws, texts = _lines(html_text, main_content=True)
+    if sum(map(len, texts)) < SHORT_MAIN_CONTENT:
+        return (*_lines(html_text, main_content=False), True)
+    return raws, texts, False
+
+
+def _lines(html_text: str, main_content: bool) -> tuple[list[str], list[str]]:
     from resiliparse.extract.html2text import extract_plain_text
 
-    out = extract_plain_text(html_text, preserve_formatting="minimal_html", main_content=True, links=True,
+    out = extract_plain_text(html_text, preserve_formatting="minimal_html", main_content=main_content, links=True,
                              alt_texts=False, noscript=False, comments=_COMMENTS)
     raws = [raw for raw in out.split("\n") if raw and not raw.isspace()]
     plain = _TAG.sub("", "\n".join(raws)).split("\n") if "<" in out else raws
@@ -87,71 +98,123 @@ def page_lines(html_text: str) -> tuple[list[str], list[str]]:
         if text:
             keep_raws.append(raw)
             texts.append(text)
-    raws = keep_raws
-    return raws, texts
+    return keep_raws, texts
 
 
-# Per-code-point classes for the vectorised character counts (index 256 = any code point above U+00FF).
+# Per-code-point classes for the vectorised character and word counts. Code points from U+2100 up share
+# the last entry (letters of other scripts: word characters); U+2000-U+20FF (dashes, quotes, currency
+# signs) are not word characters, as for ``\\w``.
 _CP_DIGIT, _CP_PUNCT, _CP_UPPER, _CP_WORD, _CP_END = 1, 2, 4, 8, 16
-_CP_CLASS = np.zeros(257, dtype=np.uint8)
+_CP_LAST = 0x2100
+_CP_CLASS = np.zeros(_CP_LAST + 1, dtype=np.uint8)
 _CP_CLASS[ord("0"):ord("9") + 1] |= _CP_DIGIT | _CP_WORD
 _CP_CLASS[[ord(c) for c in ".,;:!?"]] |= _CP_PUNCT
 _CP_CLASS[ord("A"):ord("Z") + 1] |= _CP_UPPER | _CP_WORD
-_CP_CLASS[[c for c in range(0xC0, 0xDF) if c != 0xD7]] |= _CP_UPPER
+_CP_CLASS[[c for c in range(0xC0, 0xDF) if c != 0xD7]] |= _CP_UPPER  # lower case is +0x20, as for A-Z
 _CP_CLASS[ord("a"):ord("z") + 1] |= _CP_WORD
 _CP_CLASS[[ord("_"), 0xAA, 0xB5, 0xBA] + [c for c in range(0xC0, 0x100) if c not in (0xD7, 0xF7)]] |= _CP_WORD
-_CP_CLASS[256] |= _CP_WORD
-_CP_CLASS[[ord(c) for c in '.!?:")\xbb']] |= _CP_END
+_CP_CLASS[0x100:0x2000] |= _CP_WORD
+_CP_CLASS[_CP_LAST] |= _CP_WORD
+_CP_CLASS[[ord(c) for c in '.!?:")\xbb\u201c\u201d']] |= _CP_END
+
+# Stop and furniture words are found by a polynomial hash of each word's lower-cased code points,
+# computed for all words of a page at once in numpy and looked up with one searchsorted: a regex
+# tokeniser plus a dict lookup per word cost ~4x more. Words over _MAX_WORD code points are never looked up.
+_MAX_WORD = 24
+_HASH_POW = np.cumprod(np.full(_MAX_WORD, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
+_STOPWORD, _FURNITURE_WORD = 1, 2
 
 
-def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
-    """One row of cheap features per line (see :func:`feature_names`). Character counts are numpy
-    kernels over the page's code points; the Python loop body (block tag, link text, words) runs once
-    per line."""
+def _words(cp: np.ndarray, cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start position, length, hash) of each word (a run of word characters) of a page's code points."""
+    word = (cls & _CP_WORD) != 0
+    at = np.flatnonzero(word)
+    first = np.ones(at.size, dtype=bool)
+    first[1:] = at[1:] != at[:-1] + 1
+    bounds = np.flatnonzero(first)
+    offset = np.arange(at.size) - np.repeat(bounds, np.diff(bounds, append=at.size))
+    lower = cp[at].astype(np.uint64)
+    lower[(cls[at] & _CP_UPPER) != 0] += 0x20
+    hashes = np.add.reduceat(lower * _HASH_POW[np.minimum(offset, _MAX_WORD - 1)], bounds) if at.size else \
+        np.zeros(0, dtype=np.uint64)
+    return at[bounds], np.diff(bounds, append=at.size), hashes
+
+
+def _vocabulary() -> tuple[np.ndarray, np.ndarray]:
+    words = sorted(_STOP | _FURNITURE)
+    cp = np.frombuffer("\n".join(words).encode("utf-32-le"), dtype=np.uint32)
+    _, lengths, hashes = _words(cp, _CP_CLASS.take(np.minimum(cp, _CP_LAST)))
+    assert hashes.size == len(words) and lengths.max() <= _MAX_WORD, "a listed word is not one word"
+    codes = np.array([(_STOPWORD if w in _STOP else 0) | (_FURNITURE_WORD if w in _FURNITURE else 0) for w in words],
+                     dtype=np.uint8)
+    order = np.argsort(hashes)
+    return hashes[order], codes[order]
+
+
+_VOCAB_HASH, _VOCAB_CODE = _vocabulary()
+
+
+_BLOCK_CODE = {}  # a _BLOCK match -> 1 + kind index (opening) or 0 (closing: back to "text")
+for _tag in ("p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre"):
+    _BLOCK_CODE[("", _tag)] = 1 + _KIND_INDEX[_HEADING.get(_tag, _tag)]
+    _BLOCK_CODE[("/", _tag)] = 0
+
+
+def _line_kinds(raws: list[str], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind index, link characters, links) per line of the page's minimal HTML.
+
+    A line's kind is its first opening block tag (p, li, h1-h6, pre), else the block left open by an
+    earlier line, else "text"; a "text" line that is >= 90 % link text is "link". One C-level ``findall``
+    per line; link texts are stripped of tags in one pass over the page.
+    """
+    n = len(raws)
+    kinds = []
+    state = 0  # the block left open, 0 = "text"
+    for tags in map(_BLOCK.findall, raws):
+        if not tags:
+            kinds.append(state)
+            continue
+        codes = list(map(_BLOCK_CODE.__getitem__, tags))
+        kinds.append(next((c - 1 for c in codes if c), state))
+        state = max(codes[-1] - 1, 0)
+    kind = np.array(kinds, dtype=np.intp)
+    link_chars = n_links = np.zeros(n)
+    found = list(map(_LINK.findall, raws)) if any("<a" in raw for raw in raws) else ()
+    per_line = np.fromiter(map(len, found), dtype=np.intp, count=len(found))
+    if per_line.any():
+        inner = "\n".join(chain.from_iterable(found))  # link texts hold no newline (a line's own)
+        if "<" in inner:
+            inner = _TAG_IN_LINE.sub("", inner)
+        lengths = np.fromiter(map(len, map(str.strip, inner.split("\n"))), dtype=np.float64, count=per_line.sum())
+        link_chars = np.bincount(np.repeat(np.arange(n), per_line), weights=lengths, minlength=n)
+        n_links = per_line.astype(np.float64)
+        chars = np.fromiter(map(len, texts), dtype=np.float64, count=n)
+        kind[(kind == 0) & (link_chars >= 0.9 * chars)] = _KIND_INDEX["link"]
+    return kind, link_chars, n_links
+
+
+def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -> np.ndarray:
+    """One row of cheap features per line (see :func:`feature_names`); ``whole_page``: the lines are
+    the whole page, not its main content (:func:`page_lines`). Character counts are numpy kernels over
+    the page's code points (words: :func:`_words`), tags come from one ``findall`` per line
+    (:func:`_line_kinds`)."""
     n = len(texts)
     seen = Counter(texts)
-    kind_col, link_col, nlink_col = [], [], []
-    open_tag = "text"
-    for raw, text in zip(raws, texts):
-        kind = open_tag
-        link_chars = n_links = 0
-        if "<" in raw:
-            first = True
-            for m in _BLOCK.finditer(raw):
-                tag = m.group(2)
-                if tag == "ul" or tag == "ol":
-                    continue
-                if m.group(1):
-                    open_tag = "text"
-                else:
-                    if first:
-                        kind = tag
-                        first = False
-                    open_tag = tag
-            if "<a" in raw:
-                for inner in _LINK.findall(raw):
-                    n_links += 1
-                    link_chars += len((_TAG.sub("", inner) if "<" in inner else inner).strip())
-                if kind == "text" and link_chars >= 0.9 * len(text):
-                    kind = "link"
-        kind_col.append(_KIND_INDEX[_HEADING.get(kind, kind)])
-        link_col.append(link_chars)
-        nlink_col.append(n_links)
+    kind_arr, link_chars, n_links = _line_kinds(raws, texts)
     lens = np.fromiter(map(len, texts), dtype=np.intp, count=n)
     starts = np.zeros(n, dtype=np.intp)
     np.cumsum(lens[:-1] + 1, out=starts[1:])
     joined = "\n".join(texts)
-    # Words of the whole page in one regex pass, "\n" tokens marking line ends.
-    tokens = _WORD.findall(joined.lower())
-    code = np.fromiter(map(_TOKEN_CODE.get, tokens, repeat(0)), dtype=np.uint8, count=len(tokens))
-    newline = (code & _NEWLINE) != 0
-    line_of = np.cumsum(newline)
-    n_words = np.bincount(line_of, weights=~newline, minlength=n)
-    n_stop = np.bincount(line_of, weights=(code & _STOPWORD) != 0, minlength=n)
-    n_furniture = np.bincount(line_of, weights=(code & _FURNITURE_WORD) != 0, minlength=n)
     copyright_ = np.fromiter(("©" in t for t in texts), dtype=bool, count=n) if "©" in joined else False
     cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    cls = _CP_CLASS.take(np.minimum(cp, 256))
+    cls = _CP_CLASS.take(np.minimum(cp, _CP_LAST))
+    word_at, word_len, hashes = _words(cp, cls)
+    word_line = np.searchsorted(starts, word_at, side="right") - 1
+    found = np.minimum(np.searchsorted(_VOCAB_HASH, hashes), _VOCAB_HASH.size - 1)
+    code = np.where((_VOCAB_HASH[found] == hashes) & (word_len <= _MAX_WORD), _VOCAB_CODE[found], 0)
+    n_words = np.bincount(word_line, minlength=n).astype(np.float64)
+    n_stop = np.bincount(word_line, weights=(code & _STOPWORD) != 0, minlength=n)
+    n_furniture = np.bincount(word_line, weights=(code & _FURNITURE_WORD) != 0, minlength=n)
     word = (cls & _CP_WORD) != 0
     starts_word = word.copy()
     starts_word[1:] &= ~word[:-1]
@@ -159,65 +222,66 @@ def line_features(raws: list[str], texts: list[str]) -> np.ndarray:
         (cls & _CP_DIGIT) != 0, (cls & _CP_PUNCT) != 0, word, starts_word & ((cls & _CP_UPPER) != 0),
     ], axis=1).astype(np.int32), starts, axis=0)
     last = starts + lens - 1
-    last_cp = cp.take(last)
-    ends = ((cls.take(last) & _CP_END) != 0) | (last_cp == 0x201D) | (last_cp == 0x201C)  # ” “
+    ends = (cls.take(last) & _CP_END) != 0
     chars = lens.astype(np.float64)
-    kind_arr = np.array(kind_col, dtype=np.float64)
     nw = np.maximum(n_words, 1.0)
-    link_share = np.minimum(1.0, np.array(link_col, dtype=np.float64) / chars)
+    link_share = np.minimum(1.0, link_chars / chars)
     long_p = (chars >= 150) & (link_share < 0.3) & (kind_arr <= 2)  # text, p, li
     dup = np.fromiter((seen[t] > 1 for t in texts), dtype=bool, count=n)
-    base = np.column_stack([
-        kind_arr, np.log1p(chars), np.log1p(n_words), link_share,
-        np.array(nlink_col, dtype=np.float64), counts[:, 1] / nw, ends, counts[:, 0] / chars,
-        counts[:, 3] / nw, counts[:, 2] / nw, n_stop / nw,
-        (chars < 400) & ((n_furniture > 0) | copyright_), dup, long_p,
-    ]).astype(np.float64)
-    return _add_context(base, lens)
+    out = np.empty((n, _N_FEATURES))
+    base = out[:, :len(LINE_FEATURES)]
+    base[:, 0] = kind_arr
+    base[:, 1] = np.log1p(chars)
+    base[:, 2] = np.log1p(n_words)
+    base[:, 3] = link_share
+    base[:, 4] = n_links
+    base[:, 5] = counts[:, 1] / nw
+    base[:, 6] = ends
+    base[:, 7] = counts[:, 0] / chars
+    base[:, 8] = counts[:, 3] / nw
+    base[:, 9] = counts[:, 2] / nw
+    base[:, 10] = n_stop / nw
+    base[:, 11] = (chars < 400) & ((n_furniture > 0) | copyright_)
+    base[:, 12] = dup
+    base[:, 13] = long_p
+    _add_context(out, chars, long_p, whole_page)
+    return out
 
 
-def _add_context(base: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    n = base.shape[0]
-    chars = lens.astype(np.float64)
+def _add_context(out: np.ndarray, chars: np.ndarray, long_p: np.ndarray, whole_page: bool) -> None:
+    """Fill the page and neighbour columns of ``out`` (after the line features) in place."""
+    n = out.shape[0]
     total = chars.sum() or 1.0
-    long_p = base[:, LINE_FEATURES.index("long_p")]
-    ar = np.arange(n)
-    idx = ar.astype(np.float64)
-    page = np.zeros((n, len(PAGE_FEATURES)))
+    idx = np.arange(n, dtype=np.float64)
+    col = len(LINE_FEATURES)
+    page = out[:, col:col + len(PAGE_FEATURES)]
     page[:, 0] = idx / max(1, n - 1)
     page[:, 1] = (np.cumsum(chars) - chars) / total
     page[:, 2] = np.log1p(total)
     page[:, 3] = (chars * long_p).sum() / total
     where = np.flatnonzero(long_p)
     if where.size:
-        first, last = where[0], where[-1]
-        page[:, 4] = idx < first
-        page[:, 5] = idx > last
+        page[:, 4] = idx < where[0]
+        page[:, 5] = idx > where[-1]
         pos = np.searchsorted(where, idx)
-        left = np.abs(idx - where[np.clip(pos - 1, 0, where.size - 1)])
-        right = np.abs(where[np.clip(pos, 0, where.size - 1)] - idx)
+        left = np.abs(idx - where[np.maximum(pos - 1, 0)])
+        right = np.abs(where[np.minimum(pos, where.size - 1)] - idx)
         page[:, 6] = np.log1p(np.minimum(left, right))
     else:
         page[:, 4] = 1.0
+        page[:, 5] = 0.0
         page[:, 6] = np.log1p(n)
-    ctx = base[:, _CONTEXT_COLS]
-    csum = np.zeros((n + 1, ctx.shape[1]))
-    np.cumsum(ctx, axis=0, out=csum[1:])
-    out = np.empty((n, base.shape[1] + page.shape[1] + 2 * len(_WINDOWS) * ctx.shape[1]))
-    out[:, :base.shape[1]] = base
-    col = base.shape[1]
-    out[:, col:col + page.shape[1]] = page
-    col += page.shape[1]
-    width = ctx.shape[1]
-    for w in _WINDOWS:
-        lo = np.maximum(ar - w, 0)
-        hi = np.minimum(ar + w + 1, n)
-        prev_n = np.maximum(ar - lo, 1)[:, None]
-        next_n = np.maximum(hi - ar - 1, 1)[:, None]
-        out[:, col:col + width] = (csum[:n] - csum[lo]) / prev_n
-        out[:, col + width:col + 2 * width] = (csum[hi] - csum[1:]) / next_n
-        col += 2 * width
-    return out
+    page[:, 7] = whole_page
+    col += len(PAGE_FEATURES)
+    # Means over the w lines before / after each line, all windows at once from one cumulative sum.
+    csum = np.zeros((n + 1, len(_CONTEXT)))
+    np.cumsum(out[:, _CONTEXT_COLS], axis=0, out=csum[1:])
+    ar = np.arange(n)[:, None]
+    lo = np.maximum(ar - _WINDOW_ARRAY, 0)
+    hi = np.minimum(ar + _WINDOW_ARRAY + 1, n)
+    ctx = out[:, col:].reshape(n, len(_WINDOWS), 2, len(_CONTEXT))
+    ctx[:, :, 0] = (csum[:n, None] - csum[lo]) / np.maximum(ar - lo, 1)[:, :, None]
+    ctx[:, :, 1] = (csum[hi] - csum[1:, None]) / np.maximum(hi - ar - 1, 1)[:, :, None]
 
 
 class Model:
@@ -266,7 +330,7 @@ class Model:
             return np.zeros(0)
         flat = np.ascontiguousarray(features, dtype=np.float64).ravel()
         offset = (np.arange(n, dtype=np.intp) * width)[:, None]
-        node = np.broadcast_to(self._roots, (n, self._roots.size))
+        node = self._roots[None, :]  # broadcast against the rows by the first level's take
         for _ in range(self.depth):
             x = flat.take(offset + self._feature.take(node))
             node = self._child.take(node) + (x > self._cut.take(node))
@@ -290,14 +354,15 @@ def extract_main_text(html_text: str, model: Model | None = None) -> tuple[str, 
 def split_main_text(html_text: str, model: Model | None = None) -> tuple[str, str, float]:
     """(main text, the lines cut as boilerplate, their share of the characters) of one decoded page.
 
-    The share is measured against resiliparse's main-content text, so 0.0 means the classifier agreed
-    with resiliparse; a high share flags a page that was mostly furniture.
+    The share is measured against the lines the classifier read (resiliparse's main content, or the
+    whole page where that was short: :func:`page_lines`), so 0.0 means it cut nothing; a high share flags
+    a page that was mostly furniture.
     """
     model = model or load_model()
-    raws, texts = page_lines(html_text)
+    raws, texts, whole_page = page_lines(html_text)
     if not texts:
         return "", "", 0.0
-    keep = model.predict(line_features(raws, texts)) >= model.threshold
+    keep = model.predict(line_features(raws, texts, whole_page)) >= model.threshold
     kept = [t for t, k in zip(texts, keep, strict=True) if k]
     cut = [t for t, k in zip(texts, keep, strict=True) if not k]
     total = sum(len(t) for t in texts)
