@@ -70,19 +70,22 @@ def page_lines(html_text: str) -> tuple[list[str], list[str], bool]:
 
     Resiliparse's main content, unless it holds under ``SHORT_MAIN_CONTENT`` characters: then its
     heuristics most often missed the article (a body built of teasers, comments or ticker entries), and
-    the classifier reads the whole page instead. A second pass on those pages only (4 % of the shared
-    ones) costs little.
+    the classifier reads the whole page instead. The page is parsed once for both passes (extracting from
+    a parsed tree gives the same text as from the string, and does not change the tree).
     """
-    raws, texts = _lines(html_text, main_content=True)
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html_text)
+    raws, texts = _lines(tree, main_content=True)
     if sum(map(len, texts)) < SHORT_MAIN_CONTENT:
-        return (*_lines(html_text, main_content=False), True)
+        return (*_lines(tree, main_content=False), True)
     return raws, texts, False
 
 
-def _lines(html_text: str, main_content: bool) -> tuple[list[str], list[str]]:
+def _lines(tree: Any, main_content: bool) -> tuple[list[str], list[str]]:
     from resiliparse.extract.html2text import extract_plain_text
 
-    out = extract_plain_text(html_text, preserve_formatting="minimal_html", main_content=main_content, links=True,
+    out = extract_plain_text(tree, preserve_formatting="minimal_html", main_content=main_content, links=True,
                              alt_texts=False, noscript=False, comments=_COMMENTS)
     raws = [raw for raw in out.split("\n") if raw and not raw.isspace()]
     plain = _TAG.sub("", "\n".join(raws)).split("\n") if "<" in out else raws
@@ -123,27 +126,33 @@ _CP_CLASS[[ord(c) for c in '.!?:")\xbb\u201c\u201d']] |= _CP_END
 _MAX_WORD = 24
 _HASH_POW = np.cumprod(np.full(_MAX_WORD, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
 _STOPWORD, _FURNITURE_WORD = 1, 2
+# Per class byte: the counts line_features sums per line (the upper-case column is kept at word starts).
+_CLASS_COUNTS = np.array([[(c & _CP_DIGIT) != 0, (c & _CP_PUNCT) != 0, (c & _CP_WORD) != 0, (c & _CP_UPPER) != 0]
+                          for c in range(256)], dtype=np.int32)
 
 
-def _words(cp: np.ndarray, cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start position, length, hash) of each word (a run of word characters) of a page's code points."""
-    word = (cls & _CP_WORD) != 0
+def _words(cp: np.ndarray, cls: np.ndarray, word: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start position, length, hash) of each word (a run of ``word`` characters) of a page's code points."""
     at = np.flatnonzero(word)
     first = np.ones(at.size, dtype=bool)
     first[1:] = at[1:] != at[:-1] + 1
     bounds = np.flatnonzero(first)
-    offset = np.arange(at.size) - np.repeat(bounds, np.diff(bounds, append=at.size))
+    lengths = np.empty_like(bounds)
+    lengths[:-1] = bounds[1:] - bounds[:-1]
+    lengths[-1:] = at.size - bounds[-1:]
+    if not at.size:
+        return at, lengths, np.zeros(0, dtype=np.uint64)
+    offset = np.arange(at.size) - np.repeat(bounds, lengths)
     lower = cp[at].astype(np.uint64)
     lower[(cls[at] & _CP_UPPER) != 0] += 0x20
-    hashes = np.add.reduceat(lower * _HASH_POW[np.minimum(offset, _MAX_WORD - 1)], bounds) if at.size else \
-        np.zeros(0, dtype=np.uint64)
-    return at[bounds], np.diff(bounds, append=at.size), hashes
+    return at[bounds], lengths, np.add.reduceat(lower * _HASH_POW[np.minimum(offset, _MAX_WORD - 1)], bounds)
 
 
 def _vocabulary() -> tuple[np.ndarray, np.ndarray]:
     words = sorted(_STOP | _FURNITURE)
     cp = np.frombuffer("\n".join(words).encode("utf-32-le"), dtype=np.uint32)
-    _, lengths, hashes = _words(cp, _CP_CLASS.take(np.minimum(cp, _CP_LAST)))
+    cls = _CP_CLASS.take(np.minimum(cp, _CP_LAST))
+    _, lengths, hashes = _words(cp, cls, (cls & _CP_WORD) != 0)
     assert hashes.size == len(words) and lengths.max() <= _MAX_WORD, "a listed word is not one word"
     codes = np.array([(_STOPWORD if w in _STOP else 0) | (_FURNITURE_WORD if w in _FURNITURE else 0) for w in words],
                      dtype=np.uint8)
@@ -179,8 +188,8 @@ def _line_kinds(raws: list[str], texts: list[str]) -> tuple[np.ndarray, np.ndarr
         state = max(codes[-1] - 1, 0)
     kind = np.array(kinds, dtype=np.intp)
     link_chars = n_links = np.zeros(n)
-    found = list(map(_LINK.findall, raws)) if any("<a" in raw for raw in raws) else ()
-    per_line = np.fromiter(map(len, found), dtype=np.intp, count=len(found))
+    found = list(map(_LINK.findall, raws))
+    per_line = np.fromiter(map(len, found), dtype=np.intp, count=n)
     if per_line.any():
         inner = "\n".join(chain.from_iterable(found))  # link texts hold no newline (a line's own)
         if "<" in inner:
@@ -199,7 +208,6 @@ def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -
     the page's code points (words: :func:`_words`), tags come from one ``findall`` per line
     (:func:`_line_kinds`)."""
     n = len(texts)
-    seen = Counter(texts)
     kind_arr, link_chars, n_links = _line_kinds(raws, texts)
     lens = np.fromiter(map(len, texts), dtype=np.intp, count=n)
     starts = np.zeros(n, dtype=np.intp)
@@ -208,26 +216,30 @@ def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -
     copyright_ = np.fromiter(("©" in t for t in texts), dtype=bool, count=n) if "©" in joined else False
     cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     cls = _CP_CLASS.take(np.minimum(cp, _CP_LAST))
-    word_at, word_len, hashes = _words(cp, cls)
+    word = (cls & _CP_WORD) != 0
+    word_at, word_len, hashes = _words(cp, cls, word)
     word_line = np.searchsorted(starts, word_at, side="right") - 1
     found = np.minimum(np.searchsorted(_VOCAB_HASH, hashes), _VOCAB_HASH.size - 1)
     code = np.where((_VOCAB_HASH[found] == hashes) & (word_len <= _MAX_WORD), _VOCAB_CODE[found], 0)
     n_words = np.bincount(word_line, minlength=n).astype(np.float64)
     n_stop = np.bincount(word_line, weights=(code & _STOPWORD) != 0, minlength=n)
     n_furniture = np.bincount(word_line, weights=(code & _FURNITURE_WORD) != 0, minlength=n)
-    word = (cls & _CP_WORD) != 0
-    starts_word = word.copy()
-    starts_word[1:] &= ~word[:-1]
-    counts = np.add.reduceat(np.stack([
-        (cls & _CP_DIGIT) != 0, (cls & _CP_PUNCT) != 0, word, starts_word & ((cls & _CP_UPPER) != 0),
-    ], axis=1).astype(np.int32), starts, axis=0)
+    per_cp = _CLASS_COUNTS.take(cls, axis=0)  # digit, punctuation, word character, upper case
+    upper_start = np.zeros(cp.size, dtype=np.int32)
+    upper_start[word_at] = per_cp[word_at, 3]
+    per_cp[:, 3] = upper_start
+    counts = np.add.reduceat(per_cp, starts, axis=0)
     last = starts + lens - 1
     ends = (cls.take(last) & _CP_END) != 0
     chars = lens.astype(np.float64)
     nw = np.maximum(n_words, 1.0)
     link_share = np.minimum(1.0, link_chars / chars)
     long_p = (chars >= 150) & (link_share < 0.3) & (kind_arr <= 2)  # text, p, li
-    dup = np.fromiter((seen[t] > 1 for t in texts), dtype=bool, count=n)
+    if len(set(texts)) < n:
+        seen = Counter(texts)
+        dup = np.fromiter((seen[t] > 1 for t in texts), dtype=bool, count=n)
+    else:
+        dup = False
     out = np.empty((n, _N_FEATURES))
     base = out[:, :len(LINE_FEATURES)]
     base[:, 0] = kind_arr
