@@ -205,14 +205,16 @@ def _letter_classes() -> tuple[str, str, str, str]:
     return _class(alpha), _class(lower | caseless), _class(upper | caseless), _class(symbol)
 
 
-#: Most chunks a memo's current generation keeps (its previous one holds as many at most). A worker holds
-#: five chunk tables (the shared word splitter's and one per stage) that share one interned copy of each
-#: key: 562 bytes a distinct chunk over the five (tracemalloc, 100 k real chunks; 844 with a copy per
-#: table), so at most ~300 MB, ~150 MB on average. Why this many: the kept documents of the 20k-response
-#: benchmark corpus bring ~60 new chunks a document (300 k distinct in 5,120 documents); at 2^17 entries
-#: without generations the memos cleared mid-batch (the word splitter split 1.29 M chunks where 0.30 M are
-#: distinct; now 0.30 M) and the four stages took 7-30 % more CPU (6.4-6.5 against 4.9-6.0 ms a document). Generations rather than least-recently-used trimming: a hit stays a plain dict lookup
-#: (``functools.lru_cache`` made every hit slower, 316 against 239 ns a chunk).
+#: Most chunks any one memo keeps. A worker holds five chunk tables (the shared word splitter's and one per
+#: stage) that share one interned copy of each key: 562 bytes a distinct chunk over the five (tracemalloc,
+#: 100 k real chunks; 844 when each table held its own copy and the chunk table its rows as tuples), so
+#: at most ~150 MB at this bound (the old 2^17 bound at 844 bytes: ~110 MB). The kept documents of the
+#: 20k-response benchmark corpus bring ~60 new chunks a document (300 k distinct in 5,120 documents):
+#: at 2^17 the word splitter split 1.29 M chunks where 0.30 M are distinct, at 2^18 0.48 M. Holding
+#: everything (2^19, or two generations of 2^18: ~300 MB) took 15-25 % less CPU over the four stages, but
+#: the largest process's peak RSS grew 23 % when the benchmark corpus doubled; this bound is the
+#: compromise. A full memo is cleared, not trimmed least recently used: ``functools.lru_cache`` makes
+#: every hit slower (316 against 239 ns a chunk), and two generations at 2^17 were no faster than this.
 MEMO_ENTRIES = 1 << 18
 
 
@@ -221,35 +223,20 @@ class _Memo(dict):
 
     Web text is Zipfian: a few thousand documents in, most whitespace-delimited chunks have been seen, so
     per-chunk work (word splitting, character classes) runs once and ``map(memo.__getitem__, …)`` turns a
-    document into C-speed lookups. A full memo becomes the previous generation and starts over
-    (:data:`MEMO_ENTRIES` each): a chunk seen since then is moved back on its first miss, so the frequent
-    chunks survive the turnover and a later stage of the same batch finds the chunks an earlier one split
-    before it, while a hit stays a plain dict lookup.
+    document into C-speed lookups. A full memo starts over (:data:`MEMO_ENTRIES`): the frequent chunks
+    come back within a few documents, and a hit stays a plain dict lookup.
     """
 
     def __init__(self, compute: Callable[[str], object], limit: int | None) -> None:
         super().__init__()
         self._compute = compute
         self._limit = limit
-        self._previous: dict[str, object] = {}
 
     def __missing__(self, chunk: str) -> object:
-        value = self._previous.pop(chunk, _ABSENT)
-        if value is _ABSENT:
-            value = self._compute(chunk)
-        chunk = sys.intern(chunk)  # every memo of the process then holds one copy of the key
         if self._limit is not None and len(self) >= self._limit:
-            self._previous = dict(self)
-            super().clear()
-        self[chunk] = value
+            self.clear()
+        value = self[sys.intern(chunk)] = self._compute(chunk)  # one copy of the key for every memo
         return value
-
-    def clear(self) -> None:
-        super().clear()
-        self._previous = {}
-
-
-_ABSENT = object()
 
 
 class EnglishWords:
