@@ -157,7 +157,8 @@ def _vocabulary() -> tuple[np.ndarray, np.ndarray]:
     codes = np.array([(_STOPWORD if w in _STOP else 0) | (_FURNITURE_WORD if w in _FURNITURE else 0) for w in words],
                      dtype=np.uint8)
     order = np.argsort(hashes)
-    return hashes[order], codes[order]
+    sentinel = np.iinfo(np.uint64).max  # after every hash: a lookup's index stays in range
+    return np.append(hashes[order], np.uint64(sentinel)), np.append(codes[order], np.uint8(0))
 
 
 _VOCAB_HASH, _VOCAB_CODE = _vocabulary()
@@ -219,11 +220,13 @@ def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -
     word = (cls & _CP_WORD) != 0
     word_at, word_len, hashes = _words(cp, cls, word)
     word_line = np.searchsorted(starts, word_at, side="right") - 1
-    found = np.minimum(np.searchsorted(_VOCAB_HASH, hashes), _VOCAB_HASH.size - 1)
+    found = np.searchsorted(_VOCAB_HASH, hashes)  # the sentinel keeps it in range
     code = np.where((_VOCAB_HASH[found] == hashes) & (word_len <= _MAX_WORD), _VOCAB_CODE[found], 0)
-    n_words = np.bincount(word_line, minlength=n).astype(np.float64)
-    n_stop = np.bincount(word_line, weights=(code & _STOPWORD) != 0, minlength=n)
-    n_furniture = np.bincount(word_line, weights=(code & _FURNITURE_WORD) != 0, minlength=n)
+    # Words per line and code (0 other, 1 stop, 2 furniture, 3 both) in one bincount.
+    per_code = np.bincount(word_line * 4 + code, minlength=4 * n).reshape(n, 4).astype(np.float64)
+    n_words = per_code.sum(axis=1)
+    n_stop = per_code[:, 1] + per_code[:, 3]
+    n_furniture = per_code[:, 2] + per_code[:, 3]
     per_cp = _CLASS_COUNTS.take(cls, axis=0)  # digit, punctuation, word character, upper case
     upper_start = np.zeros(cp.size, dtype=np.int32)
     upper_start[word_at] = per_cp[word_at, 3]
@@ -288,12 +291,20 @@ def _add_context(out: np.ndarray, chars: np.ndarray, long_p: np.ndarray, whole_p
     # Means over the w lines before / after each line, all windows at once from one cumulative sum.
     csum = np.zeros((n + 1, len(_CONTEXT)))
     np.cumsum(out[:, _CONTEXT_COLS], axis=0, out=csum[1:])
+    lo, hi, before, after = _windows(n)
+    ctx = out[:, col:].reshape(n, len(_WINDOWS), 2, len(_CONTEXT))
+    ctx[:, :, 0] = (csum[:n, None] - csum[lo]) / before
+    ctx[:, :, 1] = (csum[hi] - csum[1:, None]) / after
+
+
+@lru_cache(maxsize=256)
+def _windows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per line of an n-line page and window: first and past-last line of the window, and the number of
+    lines before and after the line in it (at least 1): the same for every page of n lines."""
     ar = np.arange(n)[:, None]
     lo = np.maximum(ar - _WINDOW_ARRAY, 0)
     hi = np.minimum(ar + _WINDOW_ARRAY + 1, n)
-    ctx = out[:, col:].reshape(n, len(_WINDOWS), 2, len(_CONTEXT))
-    ctx[:, :, 0] = (csum[:n, None] - csum[lo]) / np.maximum(ar - lo, 1)[:, :, None]
-    ctx[:, :, 1] = (csum[hi] - csum[1:, None]) / np.maximum(hi - ar - 1, 1)[:, :, None]
+    return lo, hi, np.maximum(ar - lo, 1)[:, :, None], np.maximum(hi - ar - 1, 1)[:, :, None]
 
 
 class Model:
@@ -333,7 +344,9 @@ class Model:
         self._cut = np.array(cut)
         self._child = np.array(child, dtype=np.intp)
         self._value = np.array(value)
-        self._roots = np.array(roots, dtype=np.intp)
+        roots_ = np.array(roots, dtype=np.intp)
+        self._root_feature, self._root_cut, self._root_child = (
+            self._feature[roots_], self._cut[roots_], self._child[roots_])  # the first level, for every row
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """P(content) per row."""
@@ -342,10 +355,13 @@ class Model:
             return np.zeros(0)
         flat = np.ascontiguousarray(features, dtype=np.float64).ravel()
         offset = (np.arange(n, dtype=np.intp) * width)[:, None]
-        node = self._roots[None, :]  # broadcast against the rows by the first level's take
-        for _ in range(self.depth):
-            x = flat.take(offset + self._feature.take(node))
-            node = self._child.take(node) + (x > self._cut.take(node))
+        node = self._root_child + (flat.take(offset + self._root_feature) > self._root_cut)
+        for _ in range(self.depth - 1):
+            at = self._feature.take(node)
+            at += offset
+            above = flat.take(at) > self._cut.take(node)
+            node = self._child.take(node)
+            node += above
         raw = self.baseline + self._value.take(node).sum(axis=1)
         return 1.0 / (1.0 + np.exp(-raw))
 
