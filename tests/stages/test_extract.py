@@ -49,7 +49,8 @@ MEASURED = {
     "curate": {"precision": 0.9902, "recall": 0.9838, "f1": 0.9870, "with": 0.9625, "without": 0.9983},
 }
 #: The line classifier's figures on pages neither it nor its threshold saw (two halves, each scored by the
-#: model trained on the other), as classifiers/boilerplate/train.py prints them.
+#: model trained on the other), as classifiers/boilerplate/train.py prints them. 'with' (0.910) is below the
+#: issue's goal of 0.93: the floor is what is measured, not the goal (README, "Extraction engines").
 HELD_OUT = {"precision": 0.9511, "recall": 0.9774, "f1": 0.9641, "with": 0.9098, "without": 0.9092}
 TRAIN = Path(__file__).resolve().parents[2] / "classifiers" / "boilerplate" / "train.py"
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "src" / "curate" / "io" / "data" / "boilerplate.json"
