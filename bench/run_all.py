@@ -6,8 +6,12 @@ sampler follows the process tree with psutil, so the peak RSS is that of the lar
 (driver, Ray worker, extraction child): what one worker needs, the figure that must stay flat as the
 corpus grows.
 
-* **curate**: ``curate run pipelines/fineweb.yaml -i <the corpus's WARCs> -o <fresh> --workers N
-  --no-progress``, as a user runs it; per stage its ``stats/stats.json`` (documents in and out, seconds).
+* **curate**: ``curate run <recipe> -i <the corpus's WARCs> -o <fresh> --workers N --no-progress``, as a
+  user runs it, where the recipe is ``pipelines/fineweb.yaml`` with its commented ``classify`` line put back
+  as its comment says (the fastText "close to Wikipedia" model built once by
+  ``classifiers/recipes/wikipedia_quality.py`` from the shared text): filters, quarantine, MinHash dedup,
+  PII, the classifier and ``tokenize`` (cl100k_base, Megatron shards). Per stage its ``stats/stats.json``
+  (documents in and out, seconds); the global stages' seconds are the rounds' times in its log.
 * **datatrove 0.10.1**: ``WarcReader -> URLFilter -> Trafilatura(favour_precision) -> LanguageFilter(en,
   0.65) -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter(filter_no_terminal_punct=False)
   -> FineWebQualityFilter -> JsonlWriter``, then its four MinHash stages (signatures, buckets, cluster,
@@ -16,8 +20,8 @@ corpus grows.
   ``LocalPipelineExecutor(tasks=1, workers=1)``, this file re-run as ``--datatrove-child``. Each filter
   has an exclusion writer, so the kept sets of the two tools can be compared stage by stage.
 
-The recipes are not identical: curate's also runs repetition, contamination, source_quarantine and pii
-and tokenises nothing; datatrove's tokenises. Extraction differs by design (resiliparse against
+The recipes are not identical: curate's also runs repetition, contamination, source_quarantine, pii and
+the quality classifier, which datatrove's does not; both tokenise the kept documents. Extraction differs by design (resiliparse against
 trafilatura), so the filters see different text. Datatrove runs at ~20-30 documents/s per core, so it
 reads only the first ``--datatrove-records`` responses; curate runs on that subset too (like-for-like
 ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus its
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +57,9 @@ from texts import curate_cmd, reap
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "_work" / "run-all"
 PIPELINE = "pipelines/fineweb.yaml"
+CLASSIFY_LINE = "  # - classify: {classifier: fasttext, name: quality, options: {model: models/wiki_quality.bin}}"
+#: ``[curate] <stage> <round>: ... in 1.2s``: a global stage's round and its wall time.
+ROUND_LINE = re.compile(r"^\[curate\] (\w+) \w+: \d+ units -> .* in ([0-9.]+)s$")
 #: curate's stages and the datatrove step (a lowercase part of its stats name) doing the same work.
 STAGE_PAIRS = (("warc_read", "warc"), ("url_filter", "url"), ("extract", "trafilatura"),
                ("language", "language"), ("gopher_repetition", "gopher repetition"),
@@ -112,10 +120,26 @@ def spawn(cmd: list[str], log: Path, timeout_s: float) -> Proc:
     return Proc(wall, max(peak[0], usage.ru_maxrss / 1024), proc.returncode, log)
 
 
-def run_curate(inputs: list[Path], out: Path, workers: int, log: Path, timeout_s: float) -> Proc:
-    """One ``curate run`` of the FineWeb recipe into a fresh ``out``; ``info`` gets its stats.json."""
+def recipe(work: Path) -> Path:
+    """``fineweb.yaml`` with its ``classify`` line put back, on a model the shared text builds (~5 s, once)."""
+    model = WORK / "wiki_quality.bin"
+    if not model.is_file():
+        build = [sys.executable, str(REPO / "classifiers" / "recipes" / "wikipedia_quality.py"), "--out", str(model)]
+        subprocess.run(build, check=True, capture_output=True)
+    text = (REPO / PIPELINE).read_text()
+    if CLASSIFY_LINE not in text:
+        raise SystemExit(f"{PIPELINE} has no line {CLASSIFY_LINE.strip()!r} to put back")
+    path = work / "fineweb+quality.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace(CLASSIFY_LINE, CLASSIFY_LINE.replace("# ", "", 1).replace(
+        "models/wiki_quality.bin", str(model))))
+    return path
+
+
+def run_curate(pipeline: Path, inputs: list[Path], out: Path, workers: int, log: Path, timeout_s: float) -> Proc:
+    """One ``curate run`` of the recipe into a fresh ``out``; ``info`` gets its stats.json."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [*curate_cmd(), "run", PIPELINE, "-i", *map(str, inputs), "-o", str(out), "--workers", str(workers),
+    cmd = [*curate_cmd(), "run", str(pipeline), "-i", *map(str, inputs), "-o", str(out), "--workers", str(workers),
            "--no-progress"]
     proc = spawn(cmd, log, timeout_s)
     text = log.read_text(errors="replace")
@@ -127,6 +151,9 @@ def run_curate(inputs: list[Path], out: Path, workers: int, log: Path, timeout_s
     # one input runs in one worker subprocess whatever --workers says (README, executor: auto)
     cores = min(workers, len(inputs)) if executor == "ray" else 1
     conservation = next((line for line in text.splitlines() if line.startswith("conservation")), "no conservation line")
+    for line in text.splitlines():  # global stages: their rounds' wall time
+        if (m := ROUND_LINE.match(line)) and m[1] in stats["stages"]:
+            stats["stages"][m[1]]["seconds"] += float(m[2])
     proc.info = {"stats": stats, "responses": stats["records"].get("response", 0), "cores": cores,
                  "conservation": conservation, "ok": bool(stats.get("conservation_ok")), "out": out}
     return proc
@@ -343,6 +370,12 @@ def planted(cur: Proc, manifest: dict) -> list[str]:
     return lines
 
 
+def tokens_written(out: Path) -> int:
+    """Tokens in a curate run's shards (its ``shards/manifest.json``)."""
+    manifest = out / "shards" / "manifest.json"
+    return json.loads(manifest.read_text())["totals"]["tokens"] if manifest.is_file() else 0
+
+
 def per_core(n: float, seconds: float, cores: int = 1) -> float:
     return n / seconds / cores if seconds else float("nan")
 
@@ -365,19 +398,25 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
         print(f"  {stage:<22} {c_in:>9} {c_out:>7} {c_rate:>8.1f} | {int(d_in):>12} {int(d_out):>7} {d_rate:>8.1f}"
               f" | {c_rate / d_rate if d_rate else float('nan'):6.1f}x")
     mh = stages.get("minhash_dedup", {})
-    dt_mh = sum(v for k, v in dtv.info["seconds"].items() if k.startswith("minhash"))
     last = dt_step(dtv.info, "minhash stage 4")
     tok = dt_step(dtv.info, "tokenizer")
+    dt_mh = sum(v for k, v in dtv.info["seconds"].items() if k.startswith("minhash")) - tok.get("time", 0)
+    mh_rate = per_core(mh.get("in", 0), mh.get("seconds", 0))
+    dt_mh_rate = per_core(last.get("total", 0), dt_mh)
     print(f"  {'minhash_dedup':<22} {mh.get('in', 0):>9} {mh.get('in', 0) - mh.get('removed', 0):>7} "
-          f"{'(global)':>8} | {int(last.get('total', 0)):>12} {int(last.get('forwarded', 0)):>7} "
-          f"{per_core(last.get('total', 0), dt_mh):>8.1f} | (datatrove: its 4 stages, {dt_mh:.1f} s with the tokenizer)")
-    for stage in ("repetition", "contamination", "source_quarantine", "pii"):
+          f"{mh_rate:>8.1f} | {int(last.get('total', 0)):>12} {int(last.get('forwarded', 0)):>7} "
+          f"{dt_mh_rate:>8.1f} | {mh_rate / dt_mh_rate if dt_mh_rate else float('nan'):6.1f}x (curate: its rounds; "
+          "datatrove: its 4 stages)")
+    t = stages.get("tokenize", {})
+    t_rate, d_rate = per_core(t.get("in", 0), t.get("seconds", 0)), per_core(last.get("forwarded", 0), tok.get("time", 0))
+    print(f"  {'tokenize':<22} {t.get('in', 0):>9} {t.get('in', 0):>7} {t_rate:>8.1f} | "
+          f"{int(last.get('forwarded', 0)):>12} {int(last.get('forwarded', 0)):>7} {d_rate:>8.1f} | "
+          f"{t_rate / d_rate if d_rate else float('nan'):6.1f}x (cl100k_base; datatrove {int(tok.get('tokens', 0))} "
+          f"tokens, curate {tokens_written(sub.info['out'])})")
+    for stage in ("repetition", "contamination", "source_quarantine", "pii", "quality"):
         c = stages.get(stage, {})
         print(f"  {stage:<22} {c.get('in', 0):>9} {c.get('in', 0) - c.get('removed', 0):>7} "
               f"{per_core(c.get('in', 0), c.get('seconds', 0)):>8.1f} | {'(none in datatrove)':>29}")
-    print(f"  {'tokenize':<22} {'(not in fineweb.yaml)':>26} | {int(last.get('forwarded', 0)):>12} {'':>7} "
-          f"{per_core(last.get('forwarded', 0), tok.get('time', 0)):>8.1f} | datatrove DocumentTokenizer, cl100k_base "
-          f"(curate's offline tokenizer.json), {int(tok.get('tokens', 0))} tokens")
 
     dt_run = sum(dtv.info["seconds"].values())
     dt_fixed = dtv.wall - dt_run
@@ -447,10 +486,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sub_n = count_responses(sub)
     logs = work / "logs"
+    pipeline = recipe(work)
     runs = {}
     for name, inputs, workers in (("1x", one, args.workers), ("w1", one, 1), ("subset", sub, args.workers),
                                   ("2x", two, args.workers)):
-        runs[name] = run_curate(inputs, work / f"out-{name}", workers, logs / f"curate-{name}.log", args.timeout)
+        runs[name] = run_curate(pipeline, inputs, work / f"out-{name}", workers, logs / f"curate-{name}.log", args.timeout)
         print(f"  curate {name}: {runs[name].info['responses']} responses, --workers {workers}: "
               f"{runs[name].wall:.1f} s, peak RSS per worker {runs[name].rss_mb:.0f} MB; "
               f"{runs[name].info['conservation']}", flush=True)

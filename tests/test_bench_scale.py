@@ -114,7 +114,8 @@ def test_run_all_smoke_prints_its_ratios_with_conservation_ok() -> None:
         (r"memory flatness \(--workers 2\): peak RSS per worker [1-9]\d* MB at \d+ responses, [1-9]\d* MB at \d+: "
          r"ratio 2x/1x \d+\.\d\d"),
         r"  extract +[1-9]\d* +\d+ +\d+\.\d \| +[1-9]\d* +\d+ +\d+\.\d \| +\d+\.\dx",
-        r"tokenize .* datatrove DocumentTokenizer, cl100k_base .* [1-9]\d* tokens",
+        r"  tokenize +[1-9]\d* +[1-9]\d* +\d+\.\d \| .*\(cl100k_base; datatrove [1-9]\d* tokens, curate [1-9]\d*\)",
+        r"  quality +[1-9]\d* +\d+ +\d+\.\d \| +\(none in datatrove\)",  # the recipe's classify line put back
         r"  language +same decision +\d+\.\d% of +[1-9]\d* documents both reached",
         r"planted exact duplicates: \d+ of 1 pairs reached minhash_dedup",
         r"planted pathological sources \(1 hosts, 5 pages\): removed by .*report: forum\.\w+\.net 5/5",

@@ -20,7 +20,9 @@ def audited_run(shared_data: Path, ray_session, tmp_path_factory) -> Path:
     pipeline = tmp_path_factory.mktemp("audit-pipeline") / "audit.yaml"
     minhash = "  - minhash_dedup: {threshold: 0.8}"
     recipe = recipe.replace(minhash, "  - exact_dedup: {}\n" + minhash)
-    pipeline.write_text(recipe.replace("  - pii: {}", "  - pii: {}\n  - tokenize: {shard_tokens: 20000}"))
+    tokenize = "  - tokenize: {tokenizer: cl100k_base, format: megatron}"
+    assert tokenize in recipe
+    pipeline.write_text(recipe.replace(tokenize, tokenize.replace("}", ", shard_tokens: 20000}")))
     out = tmp_path_factory.mktemp("audit-run") / "out"
     warcs = sorted(str(p) for p in (shared_data / "warc").iterdir() if p.name.endswith((".warc.gz", ".warc")))
     assert main(["run", str(pipeline), "-i", *warcs, "-o", str(out), "--no-progress", "--workers", "2"]) == 0

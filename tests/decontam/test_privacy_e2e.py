@@ -84,4 +84,4 @@ def test_fineweb_recipe_with_its_decontaminate_line_put_back(shared_data: Path, 
     assert main(["run", str(pipeline), "-i", str(warc), "-o", str(out), "--no-progress"]) == 0
     stats = json.loads((out / "stats" / "stats.json").read_text())
     assert stats["conservation_ok"]
-    assert list(stats["stages"])[-3:] == ["minhash_dedup", "decontaminate", "pii"]
+    assert list(stats["stages"])[-4:] == ["minhash_dedup", "decontaminate", "pii", "tokenize"]
