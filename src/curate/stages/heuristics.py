@@ -208,14 +208,15 @@ def _letter_classes() -> tuple[str, str, str, str]:
 #: Most chunks any one memo keeps. A worker holds five chunk tables (the shared word splitter's and one per
 #: stage) that share one interned copy of each key: 562 bytes a distinct chunk over the five (tracemalloc,
 #: 100 k real chunks; 844 when each table held its own copy and the chunk table its rows as tuples), so
-#: at most ~150 MB at this bound (the old 2^17 bound at 844 bytes: ~110 MB). The kept documents of the
-#: 20k-response benchmark corpus bring ~60 new chunks a document (300 k distinct in 5,120 documents):
-#: at 2^17 the word splitter split 1.29 M chunks where 0.30 M are distinct, at 2^18 0.48 M. Holding
-#: everything (2^19, or two generations of 2^18: ~300 MB) took 15-25 % less CPU over the four stages, but
-#: the largest process's peak RSS grew 23 % when the benchmark corpus doubled; this bound is the
-#: compromise. A full memo is cleared, not trimmed least recently used: ``functools.lru_cache`` makes
-#: every hit slower (316 against 239 ns a chunk), and two generations at 2^17 were no faster than this.
-MEMO_ENTRIES = 1 << 18
+#: at most ~75 MB at this bound (the chunk table holds twice as many: its rows are cheap). The kept
+#: documents of the 20k-response benchmark corpus bring ~60 new chunks a document (300 k distinct in
+#: 5,120 documents); the word splitter then split 1.29 M chunks where 0.30 M are distinct. Holding them
+#: all (2^19, or two generations of 2^18: ~300 MB) took 15-25 % less CPU over the four stages; 2^18 with
+#: plain clearing was within the noise of this bound but grew the largest process's peak RSS by 19-23 %
+#: when the benchmark corpus doubled (``bench/run_all.py``), so the bound stays. A full memo is cleared,
+#: not trimmed least recently used: ``functools.lru_cache`` makes every hit slower (316 against 239 ns a
+#: chunk), and two generations of 2^17 were no faster than this.
+MEMO_ENTRIES = 1 << 17
 
 
 class _Memo(dict):
