@@ -588,7 +588,7 @@ class GopherQuality(_HeuristicFilter):
         counts = np.fromiter(map(len, per_doc), np.int64, len(texts))
         index = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
         features = self._chunks.array()[index]
-        self._chunks.bound(2 * MEMO_ENTRIES)  # no previous generation: as many entries as a full _Memo
+        self._chunks.bound(2 * MEMO_ENTRIES)  # its rows are cheap (112 bytes a chunk): twice a memo's entries
         tokens, words, word_chars, alpha = _segment_reduce(np.add, features[:, :4], counts).T
         stop_words = np.bitwise_count(_segment_reduce(np.bitwise_or, features[:, 4], counts))
 

@@ -109,9 +109,9 @@ class RepetitionParams(StageParams):
 class _Flat:
     """Documents concatenated into one array, so each period is one vectorised pass over the batch.
 
-    Documents are separated by ``gap`` sentinels, distinct from each other, from those of the neighbouring gaps
-    and from every token id and code point, so ``values[i] == values[i + p]`` never holds across a document end for ``p <= gap``: no
-    per-position "room left" array is needed.
+    Documents are separated by ``gap`` sentinels, distinct from each other, from those of the neighbouring
+    gaps and from every token id and code point, so ``values[i] == values[i + p]`` never holds across a
+    document end for ``p <= gap``: no per-position "room left" array is needed.
     """
 
     values: np.ndarray  # uint32 token ids or code points, with the sentinel gaps
@@ -126,7 +126,7 @@ class _Flat:
         np.cumsum(lengths[:-1] + gap, out=starts[1:])
         # Two alternating sets: the gaps around an empty document are adjacent and must not match each other.
         top = np.iinfo(np.uint32).max
-        sentinels = (np.arange(top, top - gap, -1, dtype=np.uint32), np.arange(top - gap, top - 2 * gap, -1, dtype=np.uint32))
+        sentinels = np.arange(top, top - 2 * gap, -1, dtype=np.uint32).reshape(2, gap)
         pieces = [piece for k, a in enumerate(arrays) for piece in (a.astype(np.uint32, copy=False), sentinels[k % 2])]
         values = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint32)
         return cls(values, starts, lengths, gap)
