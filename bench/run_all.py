@@ -23,11 +23,11 @@ corpus grows.
 The recipes are not identical: curate's also runs repetition, contamination, source_quarantine, pii and the
 quality classifier, which datatrove's does not; both tokenise the kept documents. Extraction differs by design
 (resiliparse against trafilatura), so the filters see different text. Datatrove runs at ~20-30 documents/s per
-core, so it reads only the first ``--datatrove-records`` responses; curate runs on that subset too (like-for-
-like ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus its per-
-response run time (scaled ratio). Rates are response records per second per core (curate's wall over the cores
-it used: ``--workers``, or one where a single input runs in one worker subprocess; datatrove's one task on one
-core); per stage, documents in over stage seconds.
+core, so it reads only the first ``--datatrove-records`` responses; curate runs on that subset too
+(like-for-like ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus
+its per-response run time (scaled ratio). Rates are response records per second per core (curate's wall over
+the cores it used: ``--workers``, or one where a single input runs in one worker subprocess; datatrove's one
+task on one core); per stage, documents in over stage seconds.
 
 Also: the same curate run with ``--workers 1`` and ``--workers 2`` (scaling), and on a corpus twice the
 size (memory flatness: the largest single process's peak RSS, 2x over 1x, goal ~1.0).
