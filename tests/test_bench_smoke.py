@@ -43,7 +43,7 @@ EXPECTED = {
         r"curate run end to end: \d+\.\d s, \d+\.\d docs/s",
         r"curate classify step: 100 docs, \d+\.\d docs/s in the stage",
         r"ratio curate/bare: \d+\.\d\d",
-        r"same computation: stage scores vs the head on bare embeddings, max \|diff\| \d\.\de-\d\d, same label 100\.0%",
+        r"same computation: stage scores vs the head on bare embeddings, max \|diff\| \d\.\de[-+]\d\d, same label 100\.0%",
         r"GPU busy: n/a \(cpu\)|GPU busy \(",
     ],
     "dedup": [

@@ -17,6 +17,7 @@ repetition stage only counts tokens, it records no tokenizer file.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib
 import json
@@ -367,16 +368,28 @@ def load_tokenizer(spec: str = "cl100k_base", eos: str | None = None) -> Trainin
     Face model folder holding one. Nothing is fetched from the hub: a hub id is an unknown spec.
 
     ``eos`` names the end-of-document token; by default the first of :data:`EOS_CANDIDATES` in the vocabulary.
+    Loaded once per process (a file again when its size or mtime changes): building cl100k takes ~0.5 s, and
+    a Ray worker runs many tasks, each with a freshly unpickled stage.
     """
-    if spec in BUILTIN_TOKENIZERS:
-        name, builtin_path = BUILTIN_TOKENIZERS[spec]
-        return TrainingTokenizer(name, builtin_path(), eos, builtin=spec)
-    path = Path(spec).expanduser()
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        problem = f"folder {spec!r} has no tokenizer.json" if path.is_dir() else f"unknown tokenizer {spec!r}"
-        raise UnknownTokenizerError(
-            f"{problem}: give a built-in name ({', '.join(BUILTIN_TOKENIZERS)}), a path to a "
-            "tokenizer.json file, or a local Hugging Face model folder containing tokenizer.json (nothing is "
-            "downloaded)")
-    return TrainingTokenizer(str(path.resolve()), file, eos)
+    builtin = spec in BUILTIN_TOKENIZERS
+    if builtin:
+        path = file = BUILTIN_TOKENIZERS[spec][1]()  # converted into the cache first if it is not there
+    else:
+        path = Path(spec).expanduser()
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            problem = f"folder {spec!r} has no tokenizer.json" if path.is_dir() else f"unknown tokenizer {spec!r}"
+            raise UnknownTokenizerError(
+                f"{problem}: give a built-in name ({', '.join(BUILTIN_TOKENIZERS)}), a path to a "
+                "tokenizer.json file, or a local Hugging Face model folder containing tokenizer.json (nothing is "
+                "downloaded)")
+    stat = file.stat()
+    return _load(spec if builtin else str(path.resolve()), builtin, eos, str(file.resolve()), stat.st_mtime_ns,
+                 stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, builtin: bool, eos: str | None, file: str, _mtime_ns: int, _size: int) -> TrainingTokenizer:
+    if builtin:
+        return TrainingTokenizer(BUILTIN_TOKENIZERS[name][0], Path(file), eos, builtin=name)
+    return TrainingTokenizer(name, Path(file), eos)

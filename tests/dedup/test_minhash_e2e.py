@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import random
@@ -22,8 +23,13 @@ from curate.dedup.minhash import MinHashParams, reference_shingles
 pytestmark = pytest.mark.e2e
 
 
+@functools.lru_cache(maxsize=4096)
+def shingles(text: str) -> frozenset:
+    return frozenset(reference_shingles(text))
+
+
 def jaccard(a: str, b: str) -> float:
-    x, y = reference_shingles(a), reference_shingles(b)
+    x, y = shingles(a), shingles(b)
     return len(x & y) / len(x | y)
 
 
