@@ -499,13 +499,13 @@ def write_artifacts(fs: fsspec.AbstractFileSystem, root: str, round_: ShuffleRou
         raise ValueError(f"round {round_.name!r}: its reduce returned artifacts but the round names no "
                          "artifacts folder")
     written = []
-    for path, data in zip(table["path"].to_pylist(), table["data"].to_pylist(), strict=True):
+    for path, data in zip(table["path"].to_pylist(), table["data"], strict=True):  # one file's bytes at a time
         if path.startswith("/") or ".." in path.split("/"):
             raise ValueError(f"round {round_.name!r}: artifact path {path!r} leaves {round_.artifacts}/")
         rel = f"{round_.artifacts}/{path}"
         fs.makedirs(f"{root}/{rel}".rsplit("/", 1)[0], exist_ok=True)
         with atomic_path(fs, f"{root}/{rel}") as tmp, fs.open(tmp, "wb") as f:
-            f.write(data)
+            f.write(memoryview(data.as_buffer()))
         written.append(rel)
     return written
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.execute import run_rounds_locally
+from curate.execute import PARTITION_COLUMN, run_rounds_locally, write_artifacts
 from curate.schema import DOCUMENT_SCHEMA
+from curate.shards.formats import open_shard
 from curate.shards.mix import Condition, MixRule, copies, host_caps, weights
 from curate.shards.stage import Tokenize, TokenizeParams, _cuts
+from curate.stage import ShuffleRound
+
+
+#: Arrow allocations made while it is the default pool are counted (it lives as long as the buffers it made)
+_COUNTING_POOL = pa.proxy_memory_pool(pa.default_memory_pool())
 
 
 def documents(texts: list[str], **columns) -> pa.Table:
@@ -74,3 +82,44 @@ def test_documents_drawn_zero_times_write_no_shard_but_are_counted(tmp_path: Pat
     assert removals.num_rows == 0 and manifest["shards"] == []
     assert manifest["totals"]["documents_in"] == 2 and manifest["totals"]["documents"] == 0
     assert not list((tmp_path / "shards").glob("shard-*"))
+
+
+def test_the_tokens_reduce_holds_a_partitions_tokens_about_once_more(tmp_path: Path) -> None:
+    """The reduce sorts the small columns and copies the token blobs once, in order, into the array the shard
+    files are views of: its extra memory is about one copy of the partition's tokens (it was four: filter,
+    sort, bytes, Arrow table), so a worker's peak does not grow by several partitions' worth."""
+    stage = Tokenize(TokenizeParams(format="megatron"))
+    rng = np.random.default_rng(0)
+    n_docs, per_doc = 1_000, 4_000
+    docs = [rng.integers(0, 100_000, per_doc, dtype=np.int32) for _ in range(n_docs)]
+    keys = rng.permutation(n_docs).astype(np.int64)
+    flat = np.concatenate(docs)
+    offsets = pa.py_buffer((np.arange(n_docs + 1, dtype=np.int64) * per_doc * 4))
+    blobs = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n_docs, [None, offsets, pa.py_buffer(flat)])
+    text = pa.array([f"x{i}" for i in range(n_docs)], pa.string())
+    group = pa.table({"key": keys, "id": text, "copy": np.zeros(n_docs, np.int64), "url": text, "source": text,
+                      "language": pa.array(["en"] * n_docs), "bucket": pa.array(["default"] * n_docs),
+                      "n_tokens": np.full(n_docs, per_doc, np.int64), "tokens": blobs,
+                      PARTITION_COLUMN: pa.array(np.zeros(n_docs, np.int32))})
+    stage.tokenizer  # loaded before measuring
+    pool, previous = _COUNTING_POOL, pa.default_memory_pool()
+    base = pool.max_memory()
+    pa.set_memory_pool(pool)
+    tracemalloc.start()
+    try:
+        outputs = stage.reduce_tokens(group)
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        pa.set_memory_pool(previous)
+    token_bytes = flat.nbytes
+    extra = python_peak + pool.max_memory() - base
+    assert extra < 1.3 * token_bytes, f"{extra / token_bytes:.2f} copies of the partition's tokens"
+
+    write_artifacts(fsspec.filesystem("file"), str(tmp_path),
+                    ShuffleRound("tokens", map=None, reduce=None, artifacts="shards"), outputs["artifacts"])
+    [name] = outputs["shards"]["name"].to_pylist()
+    reader = open_shard(str(tmp_path / "shards" / name), "megatron")
+    order = np.argsort(keys, kind="stable")
+    assert reader.num_documents == n_docs
+    assert all(np.array_equal(reader.document(i), docs[order[i]]) for i in (0, 1, n_docs // 2, n_docs - 1))

@@ -95,8 +95,9 @@ def token_dtype(vocab_size: int, fmt: str) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def encode_shard(tokens: np.ndarray, lengths: np.ndarray, fmt: str) -> dict[str, bytes]:
-    """The files of one shard as ``{suffix: bytes}``: ``.bin``/``.idx`` (megatron) or ``.npy``/``.offsets.npy``.
+def encode_shard(tokens: np.ndarray, lengths: np.ndarray, fmt: str) -> dict[str, bytes | memoryview]:
+    """The files of one shard as ``{suffix: bytes}``: ``.bin``/``.idx`` (megatron) or ``.npy``/``.offsets.npy``;
+    the token file (``.bin``/``.npy``) is a ``memoryview`` of ``tokens`` itself, so do not change them after.
 
     ``tokens`` is the flat array of the shard's documents already in the shard dtype (EOS appended by the
     caller); ``lengths`` the token count of each document, summing to ``len(tokens)``. Zero documents give a
@@ -114,7 +115,8 @@ def encode_shard(tokens: np.ndarray, lengths: np.ndarray, fmt: str) -> dict[str,
         raise ValueError("document lengths must not be negative")
     if int(lengths.sum()) != tokens.size:
         raise ValueError(f"document lengths sum to {int(lengths.sum())} but there are {tokens.size} tokens")
-    data = np.ascontiguousarray(tokens, dtype=tokens.dtype.newbyteorder("<")).tobytes()
+    # the token file is a byte view of ``tokens`` (no copy of what may be a whole shard)
+    data = memoryview(np.ascontiguousarray(tokens, dtype=tokens.dtype.newbyteorder("<")).view(np.uint8))
     n = lengths.size
     if fmt == "npy":
         offsets = np.zeros(n + 1, dtype="<i8")

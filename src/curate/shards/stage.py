@@ -194,11 +194,15 @@ class Tokenize(GlobalStage):
         p = self.params
         partition = int(group[PARTITION_COLUMN][0].as_py())
         totals = _totals(group)
-        docs = group.filter(pc.greater_equal(group["copy"], 0)).sort_by(
-            [("key", "ascending"), ("id", "ascending"), ("copy", "ascending")])
+        # Sorted by the small columns only; the token blobs are copied once, in that order, into the array
+        # the shards are views of: the partition's tokens are held twice at most, not once per table step.
+        drawn = np.flatnonzero(pc.greater_equal(group["copy"], 0).to_numpy(zero_copy_only=False))
+        docs = group.select(["key", "id", "copy", "url", "source", "language", "bucket", "n_tokens"]).take(drawn)
+        order = pc.sort_indices(docs, [("key", "ascending"), ("id", "ascending"), ("copy", "ascending")]).to_numpy()
+        docs = docs.take(order)
         dtype = _dtype(self.tokenizer.vocab_size, p.format)
         lengths = docs["n_tokens"].to_numpy()
-        flat = _flat_tokens(docs["tokens"], int(lengths.sum()), dtype)
+        flat = _gather_tokens(group["tokens"], drawn[order], int(lengths.sum()), dtype)
         ends = np.cumsum(lengths)
         starts = ends - lengths
         artifacts, shards = [], []
@@ -218,14 +222,13 @@ class Tokenize(GlobalStage):
             buffer = io.BytesIO()
             pq.write_table(sidecar, buffer, compression="zstd")
             files[f"{name}.docs.parquet"] = buffer.getvalue()
-            artifacts += [{"path": path, "data": data} for path, data in files.items()]
+            artifacts += [_artifact(path, data) for path, data in files.items()]
             shards.append({"name": name, "documents": sidecar.num_rows, "tokens": hi - lo,
                            "sha256": json.dumps({path: hashlib.sha256(data).hexdigest()
                                                  for path, data in sorted(files.items())})})
         schema = pa.schema([("name", pa.string()), ("documents", pa.int64()), ("tokens", pa.int64()),
                             ("sha256", pa.string())])
-        return {ARTIFACTS: pa.Table.from_pylist(artifacts, pa.schema([("path", pa.string()),
-                                                                      ("data", pa.large_binary())])),
+        return {ARTIFACTS: pa.Table.from_batches(artifacts, _ARTIFACT),
                 "shards": pa.Table.from_pylist(shards, schema), "totals": totals}
 
     # -- 3. manifest
@@ -320,13 +323,38 @@ def _token_cuts(total: int, limit: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + limit, total)) for lo in range(0, total, limit)]
 
 
-def _flat_tokens(column: pa.ChunkedArray, count: int, dtype: np.dtype) -> np.ndarray:
-    """The documents' token blobs back to back, as one array (a view of the Arrow buffer, no copy)."""
-    if count == 0:
-        return np.zeros(0, dtype)
-    values = column.combine_chunks()
-    start = int(np.frombuffer(values.buffers()[1], np.int64)[values.offset])  # byte offset of the first blob
-    return np.frombuffer(values.buffers()[2], dtype, count=count, offset=start)
+def _gather_tokens(column: pa.ChunkedArray, rows: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
+    """The token blobs of ``rows``, in that order, back to back in one new array of ``count`` tokens."""
+    out = np.empty(count, dtype)
+    target = out.view(np.uint8)
+    starts = np.cumsum([0, *(len(chunk) for chunk in column.chunks)])
+    chunk_of = np.searchsorted(starts, rows, side="right") - 1
+    blobs = []
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        blobs.append((np.frombuffer(offsets, np.int64, count=len(chunk) + 1, offset=chunk.offset * 8),
+                      np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)))
+    at = 0
+    for c, i in zip(chunk_of.tolist(), (rows - starts[chunk_of]).tolist(), strict=True):
+        offsets, data = blobs[c]
+        begin, end = int(offsets[i]), int(offsets[i + 1])
+        target[at:at + end - begin] = data[begin:end]
+        at += end - begin
+    if at != target.size:
+        raise ValueError(f"token blobs hold {at} bytes, their n_tokens say {target.size}")
+    return out
+
+
+_ARTIFACT = pa.schema([("path", pa.string()), ("data", pa.large_binary())])
+
+
+def _artifact(path: str, data: bytes | memoryview) -> pa.RecordBatch:
+    """One artifact row whose data is ``data`` itself (a shard's tokens are not copied into Arrow)."""
+    value = pa.py_buffer(data)
+    offsets = pa.py_buffer(np.array([0, value.size], np.int64))
+    return pa.record_batch([pa.array([path], pa.string()),
+                            pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, value])],
+                           schema=_ARTIFACT)
 
 
 _TOTALS = pa.schema([("bucket", pa.string()), ("language", pa.string()), ("source", pa.string()),
