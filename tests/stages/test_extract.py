@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.io.html import decode_html, extract_text
+from curate.io.html import decode_html, extract_text, read_page, write_page
 from curate.schema import DOCUMENT_SCHEMA
 from curate.stages.extract import Extract, ExtractParams
 from curate.stages.language import Language, LanguageParams
@@ -299,6 +299,27 @@ def _deeply_nested(depth: int = 30_000) -> bytes:
 def test_nested_page_is_valid_html():
     text, _ = extract_text(_deeply_nested(), None, ExtractParams(main_content=False))
     assert text == "Tief verschachtelter Absatz."
+
+
+def test_page_requests_cross_a_pipe_whole_in_any_size() -> None:
+    """The sandbox's raw request frames: a page larger than any pipe buffer (partial writes), an empty one,
+    no declared charset and a label that is not ASCII all arrive as sent."""
+    import os
+    import threading
+
+    sent = [(bytes(range(256)) * 20_000, "windows-1252"), (b"", None), (b"<p>x</p>", ""), (b"<p>y</p>", "utf-\udcff8")]
+    read, write = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(read_page(read) for _ in sent))
+    reader.start()
+    try:
+        for html, declared in sent:
+            write_page(write, html, declared)
+        reader.join(timeout=30)
+    finally:
+        os.close(write)
+        os.close(read)
+    assert received == sent
 
 
 def test_timeout_removes_slow_page_and_goes_on(traf):

@@ -12,17 +12,18 @@ after ``timeout_s`` (a thread cannot interrupt C code); the page is then removed
 
 from __future__ import annotations
 
+import fcntl
 import json
 import select
 import subprocess
 import sys
-from typing import Literal
+from typing import IO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.io.html import Extraction, extract_page, read_frame, write_frame
+from curate.io.html import Extraction, extract_page, read_frame, write_page
 from curate.registry import register
 from curate.schema import set_column
 from curate.stage import DocumentStage, StageParams
@@ -44,6 +45,20 @@ class ExtractParams(StageParams):
                                    "(what `curate audit why` shows); off: only their share")
 
 
+#: Pipe capacity asked for (Linux): a page then crosses in one write instead of waking each side several
+#: times through a 64 KB pipe, which cost ~0.2 ms of CPU per page, an eighth of resiliparse's own time.
+_PIPE_BYTES = 1 << 20
+
+
+def _widen(*pipes: IO[bytes]) -> None:
+    """Ask for big pipe buffers; where the system refuses (limits, not Linux) the default still works."""
+    for pipe in pipes:
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except (AttributeError, OSError):
+            return
+
+
 class _Sandbox:
     """A child process that extracts one page at a time and is replaced when a page exceeds the limit."""
 
@@ -55,6 +70,7 @@ class _Sandbox:
         options = json.dumps(self.params.model_dump(include={"engine", "main_content", "favor_precision", "model"}))
         self._proc = subprocess.Popen([sys.executable, "-m", "curate.io.html", options], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, bufsize=0)
+        _widen(self._proc.stdin, self._proc.stdout)
         # The per-document clock starts only once the child has imported its engine: a slow start on a
         # loaded machine must not be mistaken for a pathological page.
         if not self._ready(_STARTUP_TIMEOUT_S) or read_frame(self._proc.stdout.fileno())[0] != "ready":
@@ -69,7 +85,7 @@ class _Sandbox:
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         try:
-            write_frame(self._proc.stdin, (html, declared))
+            write_page(self._proc.stdin.fileno(), html, declared)
             if self._ready(self.params.timeout_s):
                 status, value = read_frame(self._proc.stdout.fileno())
                 return (status, Extraction(*value)) if status == "ok" else (status, value)
