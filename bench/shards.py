@@ -14,8 +14,9 @@ sides meet the same text. The documents go round-robin into ``--files`` (4) JSON
 
 **Cores.** Each side runs on as many CPUs as it has threads or workers: the limit's T-thread process and
 curate's W-worker command (its whole process tree: driver, worker processes, Ray's daemons) are pinned
-with ``sched_setaffinity`` to the first T or W CPUs, and the encoders' thread pools size themselves from
-that mask (rayon; curate's tiktoken pool, ``min(8, CPUs)``), so curate runs exactly as configured, on W cores.
+with ``sched_setaffinity`` to the first T or W CPUs; the limit's pools size themselves from that mask (rayon,
+tiktoken), and curate's tokenize encodes on one thread per task (``tokenizer_threads``), so curate runs
+exactly as configured, on W cores.
 
 **The limit**, in a child process per thread count T = 1, 2 (``RAYON_NUM_THREADS`` = T as well: the Rust
 pool's size is fixed when it first runs, so one process cannot measure both):
@@ -194,8 +195,8 @@ PIN_EXEC = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split('
 
 
 def pin(n: int) -> None:
-    """Run this process (and what it starts) on ``n`` CPUs: rayon and curate's tiktoken pool size themselves from
-    the affinity mask, so each side gets as many threads as cores."""
+    """Run this process (and what it starts) on ``n`` CPUs: rayon and tiktoken's pools size themselves from the
+    affinity mask, so each side gets no more threads than cores."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpu_set(n))
 

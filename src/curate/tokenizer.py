@@ -277,10 +277,12 @@ class TrainingTokenizer:
     the runtime environment to match each worker's ``num_cpus``.
     """
 
-    def __init__(self, name: str, path: Path, eos: str | None = None, builtin: str | None = None) -> None:
+    def __init__(self, name: str, path: Path, eos: str | None = None, builtin: str | None = None,
+                 num_threads: int | None = None) -> None:
         self.name = name
         self.path = path
         self._builtin = builtin
+        self.num_threads = num_threads  # tiktoken's encode threads (None: the CPUs the process may use)
         self._fast: Tokenizer | None = None  # tiktoken, for the built-in cl100k (see encode_batch)
         data = path.read_bytes()
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -313,7 +315,7 @@ class TrainingTokenizer:
 
     def _tiktoken(self) -> Tokenizer:
         if self._fast is None:
-            self._fast = Tokenizer(TIKTOKEN_ENGINES[self._builtin])
+            self._fast = Tokenizer(TIKTOKEN_ENGINES[self._builtin], self.num_threads)
         return self._fast
 
     def __getstate__(self) -> dict:
@@ -363,12 +365,14 @@ def _eos_token(vocab: dict[str, int], eos: str | None, name: str) -> str:
                      "name its own with eos=")
 
 
-def load_tokenizer(spec: str = "cl100k_base", eos: str | None = None) -> TrainingTokenizer:
+def load_tokenizer(spec: str = "cl100k_base", eos: str | None = None, num_threads: int | None = None
+                   ) -> TrainingTokenizer:
     """The training tokenizer named by ``spec``: a built-in name, a ``tokenizer.json`` file, or a local Hugging
     Face model folder holding one. Nothing is fetched from the hub: a hub id is an unknown spec.
 
     ``eos`` names the end-of-document token; by default the first of :data:`EOS_CANDIDATES` in the vocabulary.
-    Loaded once per process (a file again when its size or mtime changes): building cl100k takes ~0.5 s, and
+    ``num_threads`` sizes tiktoken's encode pool for the built-in cl100k (None: every CPU the process may use;
+    a tokenizer.json runs on the ``tokenizers`` pool, see :class:`TrainingTokenizer`). Loaded once per process (a file again when its size or mtime changes): building cl100k takes ~0.5 s, and
     a Ray worker runs many tasks, each with a freshly unpickled stage.
     """
     builtin = spec in BUILTIN_TOKENIZERS
@@ -384,12 +388,13 @@ def load_tokenizer(spec: str = "cl100k_base", eos: str | None = None) -> Trainin
                 "tokenizer.json file, or a local Hugging Face model folder containing tokenizer.json (nothing is "
                 "downloaded)")
     stat = file.stat()
-    return _load(spec if builtin else str(path.resolve()), builtin, eos, str(file.resolve()), stat.st_mtime_ns,
-                 stat.st_size)
+    return _load(spec if builtin else str(path.resolve()), builtin, eos, num_threads, str(file.resolve()),
+                 stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, builtin: bool, eos: str | None, file: str, _mtime_ns: int, _size: int) -> TrainingTokenizer:
+def _load(name: str, builtin: bool, eos: str | None, num_threads: int | None, file: str, _mtime_ns: int,
+          _size: int) -> TrainingTokenizer:
     if builtin:
-        return TrainingTokenizer(BUILTIN_TOKENIZERS[name][0], Path(file), eos, builtin=name)
-    return TrainingTokenizer(name, Path(file), eos)
+        return TrainingTokenizer(BUILTIN_TOKENIZERS[name][0], Path(file), eos, builtin=name, num_threads=num_threads)
+    return TrainingTokenizer(name, Path(file), eos, num_threads=num_threads)

@@ -55,11 +55,15 @@ class TokenizeParams(StageParams):
     format: Literal["megatron", "npy"] = Field("megatron", description="megatron: .bin + .idx (MMIDIDX v1); npy: "
                                                "headerless token memmap + .offsets.npy")
     shard_tokens: int = Field(32 << 20, gt=0, description="at most this many tokens per shard (documents are not "
-                              "split unless split_documents); memory per reduce is ~3x a shard")
+                              "split unless split_documents); a reduce holds ~2x a shard: the partition's rows "
+                              "and one copy of its tokens")
     split_documents: bool = Field(False, description="cut each partition's token stream into shards of exactly "
                                   "shard_tokens (its last shard the remainder), splitting the documents that "
                                   "straddle a cut (the sidecar's offset column gives a part's first token within "
                                   "its document)")
+    tokenizer_threads: int = Field(
+        1, ge=1, description="tiktoken encode threads per task (built-in cl100k): the runner gives each task one "
+        "CPU, so more only help a worker that owns more cores")
     bytes_per_token: float = Field(4.0, gt=0, description="text bytes per token assumed when sizing the shuffle "
                                    "(cl100k on English is ~4.2); only the shard sizes depend on it")
     seed: int = Field(0, description="fixes the shuffle and the mixing draws")
@@ -92,7 +96,8 @@ class Tokenize(GlobalStage):
         if self._tokenizer is None:
             from curate.tokenizer import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.params.tokenizer, eos=self.params.eos)
+            self._tokenizer = load_tokenizer(self.params.tokenizer, eos=self.params.eos,
+                                             num_threads=self.params.tokenizer_threads)
         return self._tokenizer
 
     def rounds(self):
