@@ -372,8 +372,9 @@ def load_tokenizer(spec: str = "cl100k_base", eos: str | None = None, num_thread
 
     ``eos`` names the end-of-document token; by default the first of :data:`EOS_CANDIDATES` in the vocabulary.
     ``num_threads`` sizes tiktoken's encode pool for the built-in cl100k (None: every CPU the process may use;
-    a tokenizer.json runs on the ``tokenizers`` pool, see :class:`TrainingTokenizer`). Loaded once per process (a file again when its size or mtime changes): building cl100k takes ~0.5 s, and
-    a Ray worker runs many tasks, each with a freshly unpickled stage.
+    a tokenizer.json runs on the ``tokenizers`` pool, see :class:`TrainingTokenizer`). Loaded once per process
+    (a file again when its size or mtime changes): building cl100k takes ~0.5 s, and a Ray worker runs many
+    tasks, each with a freshly unpickled stage.
     """
     builtin = spec in BUILTIN_TOKENIZERS
     if builtin:
