@@ -86,8 +86,8 @@ def test_documents_drawn_zero_times_write_no_shard_but_are_counted(tmp_path: Pat
 
 def test_the_tokens_reduce_holds_a_partitions_tokens_about_once_more(tmp_path: Path) -> None:
     """The reduce sorts the small columns and copies the token blobs once, in order, into the array the shard
-    files are views of: its extra memory is about one copy of the partition's tokens (it was four: filter,
-    sort, bytes, Arrow table), so a worker's peak does not grow by several partitions' worth."""
+    files are views of: its extra memory is about one copy of the partition's tokens (the old reduce made ~five:
+    filter, sort, bytes, Arrow rows, Arrow table), so a worker's peak does not grow by several partitions."""
     stage = Tokenize(TokenizeParams(format="megatron"))
     rng = np.random.default_rng(0)
     n_docs, per_doc = 1_000, 4_000

@@ -19,10 +19,12 @@ from __future__ import annotations
 import gzip
 import html as html_lib
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -304,9 +306,6 @@ def test_nested_page_is_valid_html():
 def test_page_requests_cross_a_pipe_whole_in_any_size() -> None:
     """The sandbox's raw request frames: a page larger than any pipe buffer (partial writes), an empty one,
     no declared charset and a label that is not ASCII all arrive as sent."""
-    import os
-    import threading
-
     sent = [(bytes(range(256)) * 20_000, "windows-1252"), (b"", None), (b"<p>x</p>", ""), (b"<p>y</p>", "utf-\udcff8")]
     read, write = os.pipe()
     received = []
