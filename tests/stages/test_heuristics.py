@@ -17,11 +17,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
@@ -37,6 +39,7 @@ from curate.stages.heuristics import (
     FineWebQuality,
     GopherQuality,
     GopherRepetition,
+    TokenVocabulary,
     english_words,
     ngram_repetition,
     spacy_english_exceptions,
@@ -470,31 +473,111 @@ def test_rows_removed_earlier_pass_through_untouched() -> None:
     assert by_id["1"]["reason"] == "gopher_short_doc"
 
 
+# --- Arrow doing Python's string work --------------------------------------------------------------------
+
+#: Every code point a Python string can hold, each after an "a" (so each is a separator or part of a chunk).
+ALL_CODE_POINTS = "".join("a" + chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+LINE_TEXTS = ["", "a", "a\n", "\n", "\n\n", "a\n\nb", "a\r\nb\rc\r", "\r\n\n", "end\u2029", ALL_CODE_POINTS,
+              " x \x0b y\x0c\x1c\x1d\x1e\x85\u2028\u2029z"]  # fmt: skip
+
+
+def test_arrow_splits_trims_and_lowercases_as_python() -> None:
+    texts = pa.array(LINE_TEXTS + ["  x\t y \u3000", "\t\t"])
+    chunks, rows = heuristics.whitespace_chunks(texts)
+    assert chunks.to_pylist() == [c for t in texts.to_pylist() for c in t.split()]
+    assert rows.tolist() == [i for i, t in enumerate(texts.to_pylist()) for _ in t.split()]
+    lines, rows = heuristics.split_lines(texts)
+    assert lines.to_pylist() == [line for t in texts.to_pylist() for line in t.splitlines()]
+    assert rows.tolist() == [i for i, t in enumerate(texts.to_pylist()) for _ in t.splitlines()]
+    assert pc.utf8_trim_whitespace(texts).to_pylist() == [t.strip() for t in texts.to_pylist()]
+    # "javascrİpt".lower() is "javascri̇pt" in Python, while Arrow's simple case mapping gives "javascript".
+    lines = pa.array(["Use JavaScript", "JAVASCRİPT", "javascrİpt and javascript", "Kelvin ＫK javascript", "none"])
+    hits = heuristics._lower_contains(lines, ["javascript", "lorem ipsum"])
+    assert [h.tolist() for h in hits] == [[True, False, True, True, False], [False] * 5]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "python"),
+    [
+        ("_SPACE_NOT_NEWLINE", lambda c: c.isspace() and c != "\n"),
+        ("_SPACE_NOT_SPACE", lambda c: c.isspace() and c != " "),
+        ("_DIGIT", str.isdecimal),
+    ],
+)
+def test_re2_classes_equal_python_predicates(pattern: str, python) -> None:
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    regex = "^" + getattr(heuristics, pattern) + "$"
+    assert pc.match_substring_regex(pa.array(chars), regex).to_pylist() == [python(c) for c in chars]
+
+
+def test_duplicate_pieces_equal_find_duplicates() -> None:
+    def find_duplicates(items: list[str]) -> tuple[int, int]:  # datatrove's, first occurrences excluded
+        unique = set(items)
+        return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
+
+    docs = [["a", "b", "a", "a"], [], ["x"], ["é", "é", "", ""], ["ab", "abc", "ab", "abc", "ab"]]
+    pieces = pa.array([p for doc in docs for p in doc])
+    rows = np.array([i for i, doc in enumerate(docs) for _ in doc])
+    total, repeated, chars = heuristics.duplicate_pieces(pieces, rows, len(docs))
+    assert total.tolist() == [len(doc) for doc in docs]
+    assert list(zip(repeated.tolist(), chars.tolist(), strict=True)) == [find_duplicates(doc) for doc in docs]
+
+
+def test_sentences_equal_the_sentencizer_regex() -> None:
+    """Token-class counting equals the regex ``E[EP]*W`` over spaCy's tokens, whitespace-run tokens included."""
+    words = EnglishWords()
+
+    def reference(line: str) -> int:
+        classes = []
+        for i, part in enumerate(re.split(r"(\s+)", line)):
+            if i % 2:
+                classes.append("" if part == " " else "W")
+            else:
+                classes.append("".join("EPW"[2 - heuristics._sentence_class(t)] for t in words.split(part)))
+        return 1 + len(re.findall("E[EP]*W", "".join(classes)))
+
+    lines = ["", "One. Two! Three?", "Mr. Smith went. He left .. then... ok", 'He said "Go." Then "Stop!" she',
+             "A  b.\tC d.\u3000E", "end.  ", "(Yes.) (No!) [Maybe?] x", "e.g. this. i.e. that", "..."]  # fmt: skip
+    stage = C4Quality()
+    stage.setup()
+    assert stage._sentences(pa.array(lines)).tolist() == [reference(line) for line in lines]
+
+
 # --- bounded memos -----------------------------------------------------------------------------------------
 
 
 def test_memos_stay_bounded_and_decide_the_same(corpus, monkeypatch) -> None:
-    """At a bound of 64 chunks every memo starts over many times a batch; no output may change, and between
-    batches no table of a stage (nor the word splitter's memo) holds more than the bound."""
+    """With a vocabulary of at most 64 chunks (which starts over before nearly every batch) and a word
+    splitter's memo of 64 (which starts over many times a batch), no output may change; between batches the
+    vocabulary holds at most the bound plus one batch's distinct chunks, and the memo at most the bound."""
     keys = list(corpus)[:200]
     batches = [documents([corpus[k] for k in keys[i : i + 50]], keys[i : i + 50]) for i in range(0, len(keys), 50)]
 
-    def run_batches(check_bound: int | None) -> dict[str, list[dict]]:
+    def run_batches(vocabulary: TokenVocabulary | None) -> dict[str, list[dict]]:
         out = {}
         for name, (cls, params, _, _) in ORACLE_CONFIGS.items():
             stage, rows = cls(cls.Params(**params)), []
             for batch in batches:
                 rows += stage(batch).to_pylist()
-                if check_bound is not None:  # a chunk table is bounded at twice a memo (its rows are cheap)
-                    tables = {k: len(v) for k, v in vars(stage).items() if isinstance(v, (dict, list))}
-                    assert max(tables.values()) <= 2 * check_bound, (name, tables)
-                    assert len(stage._words._memo) <= check_bound
+                if vocabulary is not None:
+                    distinct = len(set(" ".join(batch.column("text").to_pylist()).split()))
+                    assert len(vocabulary) <= 64 + distinct
+                    assert len(vocabulary._words._memo) <= 64
             out[name] = rows
         return out
 
     reference = run_batches(None)
     monkeypatch.setattr(heuristics, "MEMO_ENTRIES", 64)
-    words = EnglishWords()
-    monkeypatch.setattr(heuristics, "english_words", lambda: words)
-    assert run_batches(64) == reference
-    assert len({chunk for k in keys for chunk in corpus[k].split()}) > 100 * 64  # the bound did bite
+    vocabulary = TokenVocabulary(EnglishWords(), 64)
+    monkeypatch.setattr(heuristics, "token_vocabulary", lambda: vocabulary)
+    resets = 0
+    reset = vocabulary._reset
+
+    def counted_reset() -> None:
+        nonlocal resets
+        resets += 1
+        reset()
+
+    monkeypatch.setattr(vocabulary, "_reset", counted_reset)
+    assert run_batches(vocabulary) == reference
+    assert resets >= len(batches) * len(ORACLE_CONFIGS) - 1  # the bound did bite

@@ -6,8 +6,10 @@ every signal is measured for every document (datatrove stops at the first failin
 disables a rule (datatrove also treats ``0`` as "disabled"; here ``0`` is a real limit).
 
 Word splitting dominates datatrove's cost (spaCy ``blank("en")``, under 100 documents/s on web pages).
-:class:`EnglishWords` re-implements spaCy's English tokenizer rules on plain :mod:`re`, memoised per
-whitespace-delimited chunk, and the n-gram statistics are hashed and counted batch-wide with numpy.
+:class:`EnglishWords` re-implements spaCy's English tokenizer rules on plain :mod:`re`; a per-process
+:class:`TokenVocabulary` splits each distinct whitespace chunk once for all four stages, and everything
+else (lines, paragraphs, their duplicates, n-gram statistics, C4's line rules and sentence counts) is
+computed batch-wide with Arrow kernels and numpy, whose string semantics the tests hold to Python's.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import functools
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from itertools import chain
 from typing import ClassVar, Literal
 
@@ -205,17 +208,14 @@ def _letter_classes() -> tuple[str, str, str, str]:
     return _class(alpha), _class(lower | caseless), _class(upper | caseless), _class(symbol)
 
 
-#: Most chunks any one memo keeps. A worker holds five chunk tables (the shared word splitter's and one per
-#: stage) that share one interned copy of each key: 562 bytes a distinct chunk over the five (tracemalloc,
-#: 100 k real chunks; 844 when each table held its own copy and the chunk table its rows as tuples), so
-#: at most ~75 MB at this bound (the chunk table holds twice as many: its rows are cheap). The kept
-#: documents of the 20k-response benchmark corpus bring ~60 new chunks a document (300 k distinct in
-#: 5,120 documents); the word splitter then split 1.29 M chunks where 0.30 M are distinct. Holding them
-#: all (2^19, or two generations of 2^18: ~300 MB) took 15-25 % less CPU over the four stages; 2^18 with
-#: plain clearing was within the noise of this bound but grew the largest process's peak RSS by 19-23 %
-#: when the benchmark corpus doubled (``bench/run_all.py``), so the bound stays. A full memo is cleared,
-#: not trimmed least recently used: ``functools.lru_cache`` makes every hit slower (316 against 239 ns a
-#: chunk), and two generations of 2^17 were no faster than this.
+#: Most chunks the word splitter's memo keeps; the filters' :class:`TokenVocabulary` keeps twice as many
+#: (its rows are arrays, not tuples: ~230 bytes a distinct chunk for both, tracemalloc on 166 k real chunks,
+#: so ~60-90 MB at these bounds, about what the five per-stage memos before it held). The kept documents of
+#: the 20k-response benchmark corpus bring ~60 new chunks a document (344 k distinct in 9.5 k documents, 120 k
+#: in a batch of 512). With the vocabulary, its bound hardly matters: 2^17 to unbounded were within the noise
+#: of the four stages' time there (24-27 s), where it was 15-25 % of the per-chunk memos' time. A full memo
+#: is cleared, not trimmed least recently used: ``functools.lru_cache`` makes every hit slower (316 against
+#: 239 ns a chunk), and two generations of 2^17 were no faster than this.
 MEMO_ENTRIES = 1 << 17
 
 
@@ -417,38 +417,198 @@ def english_words() -> EnglishWords:
 
 # --- shared machinery --------------------------------------------------------------------------------------
 
+def _re2_class(chars: Iterable[str]) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
-class _ChunkTable(_Memo):
-    """Chunk → index of a row of integer features, so a batch reduces with numpy instead of per-chunk Python.
 
-    Indices must stay valid for a whole batch, so the table never clears itself: its owner calls
-    :meth:`bound` once a batch's indices are spent.
+#: Python's whitespace (``str.isspace``; the highest is U+3000) as RE2 classes: RE2's ``\\s`` is ASCII only.
+_WHITESPACE = [c for c in map(chr, range(0x3001)) if c.isspace()]
+_SPACE = _re2_class(_WHITESPACE)
+_SPACE_NOT_NEWLINE = _re2_class(c for c in _WHITESPACE if c != "\n")  # Python's [^\S\n]
+_SPACE_NOT_SPACE = _re2_class(c for c in _WHITESPACE if c != " ")
+#: ``str.splitlines`` boundaries ("\r\n" first: it is one boundary).
+_LINE_BOUNDARY = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
+
+
+def _text_array(batch: pa.Table) -> pa.Array:
+    return batch.column("text").combine_chunks().fill_null("")
+
+
+def _keys(batch: pa.Table) -> pa.Array:
+    return batch.column("id").combine_chunks()
+
+
+def _pieces(lists: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A list array's values and, for each, the index of its row."""
+    return lists.flatten(), pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+
+
+def whitespace_chunks(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Each text's ``str.split()``, flat: the chunks and each one's row.
+
+    Arrow's whitespace is Python's (general category Zs or bidirectional class WS, B or S: the tests compare
+    every code point); it only differs in leaving empty strings at the ends, which are dropped here.
+    """
+    chunks, rows = _pieces(pc.utf8_split_whitespace(texts))
+    nonempty = pc.greater(pc.binary_length(chunks), 0)
+    return chunks.filter(nonempty), rows[nonempty.to_numpy(zero_copy_only=False)]
+
+
+def split_lines(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Each text's ``str.splitlines()``, flat: the lines and each one's row."""
+    lines, rows = _pieces(pc.split_pattern_regex(texts, _LINE_BOUNDARY))
+    # A regex split leaves one empty piece after a final boundary (and is [""] for ""); splitlines does not.
+    last = np.zeros(len(lines), bool)
+    ends = np.flatnonzero(np.diff(rows, append=len(texts))) if len(rows) else np.zeros(0, np.int64)
+    last[ends] = True
+    keep = ~(last & (pc.binary_length(lines).to_numpy() == 0))
+    return lines.filter(pa.array(keep)), rows[keep]
+
+
+def duplicate_pieces(pieces: pa.Array, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: its pieces, how many repeat an earlier piece of the row and their characters.
+
+    datatrove's ``find_duplicates`` (first occurrences excluded) batch-wide: pieces are dictionary-encoded
+    once, and a row's distinct pieces are the distinct (row, code) pairs.
+    """
+    lengths = pc.utf8_length(pieces).to_numpy(zero_copy_only=False).astype(np.float64)
+    encoded = pc.dictionary_encode(pieces)
+    key = rows * max(len(encoded.dictionary), 1) + encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(key, return_index=True)
+    total = np.bincount(rows, minlength=n_rows)
+    distinct = np.bincount(rows[first], minlength=n_rows)
+    chars = np.bincount(rows, lengths, minlength=n_rows) - np.bincount(rows[first], lengths[first], minlength=n_rows)
+    return total.astype(np.float64), (total - distinct).astype(np.float64), chars
+
+
+_W, _P, _E = 0, 1, 2  # spaCy sentencizer classes of a token
+
+
+def _sentence_class(token: str) -> int:
+    if token in SENTENCE_END:
+        return _E
+    return _P if all(unicodedata.category(c)[0] == "P" for c in token) else _W
+
+
+@dataclass(frozen=True)
+class BatchTokens:
+    """The spaCy tokens of a batch of documents, concatenated: what the heuristic filters reduce per document.
+
+    ``ids`` index the per-token tables, which are snapshots: they stay valid whatever the vocabulary does
+    next. ``token_ids`` is the vocabulary's live map (ids it gives past the tables are tokens added later).
     """
 
-    def __init__(self, features: Callable[[str], Sequence[int]], width: int) -> None:
-        super().__init__(self._add, limit=None)
-        self._features = features
-        self._pending: list[Sequence[int]] = []  # rows not yet in the array (tuples cost 3x an array row)
-        self._array = np.zeros((0, width), np.int64)
+    ids: np.ndarray  # int64, every document's tokens in order
+    counts: np.ndarray  # tokens per document
+    length: np.ndarray  # per token id: characters
+    has_letter: np.ndarray  # per token id: contains an alphabetic character
+    symbol: np.ndarray  # per token id: only PUNCTUATION_SET characters (not a Gopher "word")
+    sentence_class: np.ndarray  # per token id: _E ends a sentence, _P other punctuation, _W anything else
+    token_ids: dict[str, int]
 
-    def _add(self, chunk: str) -> int:
-        self._pending.append(self._features(chunk))
-        return len(self._array) + len(self._pending) - 1
+    def per_document(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        """``ufunc`` reduced over each document's tokens of per-token ``values``."""
+        return _segment_reduce(ufunc, values, self.counts)
 
-    def array(self) -> np.ndarray:
-        """Features of every chunk seen so far, one row per index."""
-        if self._pending:
-            new = np.array(self._pending, np.int64).reshape(-1, self._array.shape[1])
-            self._array = np.concatenate([self._array, new])
-            self._pending.clear()
-        return self._array
+    def select(self, rows: np.ndarray) -> BatchTokens:
+        """The tokens of these documents, in this order."""
+        counts = self.counts[rows]
+        shift = (np.cumsum(self.counts) - self.counts)[rows] - (np.cumsum(counts) - counts)
+        return replace(self, ids=self.ids[np.arange(int(counts.sum())) + np.repeat(shift, counts)], counts=counts)
 
-    def bound(self, limit: int) -> None:
-        """Forget everything once past ``limit`` chunks (between batches: indices are only valid within one)."""
-        if len(self) > limit:
-            self.clear()
-            self._pending.clear()
-            self._array = self._array[:0]
+
+class TokenVocabulary:
+    """Whitespace chunks → spaCy tokens for whole batches: one per process, shared by the filters.
+
+    Arrow splits a batch at whitespace and dictionary-encodes the chunks in C++, so Python touches each
+    *distinct* chunk of a batch once (a seventh of all chunks on the benchmark corpus) and only splits the
+    ones it has not seen (:class:`EnglishWords`); every occurrence's tokens are then gathered with numpy.
+    Chunk and token ids live until the vocabulary holds more than ``limit`` chunks or tokens; it then starts
+    over at the next batch, so it holds at most ``limit`` plus one batch's distinct chunks.
+
+    Consecutive stages mostly see the same texts (each without the rows the one before removed), so the
+    last call's tokens are kept with its texts and row keys: a call whose every text is one of those, under
+    the same key, takes its tokens from there.
+    """
+
+    def __init__(self, words: EnglishWords, limit: int) -> None:
+        self._words, self._limit = words, limit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._chunks: dict[str, int] = {}
+        self._starts, self._counts, self._flat = array("q"), array("q"), array("q")  # chunk → its tokens
+        self._tokens: dict[str, int] = {}
+        self._lengths, self._letter, self._symbol, self._class = array("q"), array("b"), array("b"), array("b")
+        self._last: tuple[pa.Array, pa.Array, BatchTokens] | None = None  # keys, texts, tokens of the last call
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def _add(self, chunks: list[str]) -> None:
+        """Split new chunks and append them (and their new tokens) to the tables, in bulk."""
+        split = list(map(self._words.split, chunks))
+        counts = list(map(len, split))
+        self._starts.extend(np.cumsum([len(self._flat), *counts[:-1]]).tolist())
+        self._counts.extend(counts)
+        tokens = list(chain.from_iterable(split))
+        ids = self._tokens
+        new = [t for t in dict.fromkeys(tokens) if t not in ids]
+        ids.update(zip(new, range(len(ids), len(ids) + len(new))))
+        self._lengths.extend(map(len, new))
+        self._letter.extend(any(map(str.isalpha, t)) for t in new)
+        self._symbol.extend(map(PUNCTUATION_SET.issuperset, new))
+        self._class.extend(map(_sentence_class, new))
+        self._flat.extend(map(ids.__getitem__, tokens))
+        self._chunks.update(zip(chunks, range(len(self._chunks), len(self._chunks) + len(chunks))))
+
+    def _reuse(self, texts: pa.Array, keys: pa.Array) -> BatchTokens | None:
+        if self._last is None or not len(texts):
+            return None
+        last_keys, last_texts, last = self._last
+        rows = pc.index_in(keys, value_set=last_keys)
+        if rows.null_count or not pc.all(pc.equal(texts, last_texts.take(rows))).as_py():
+            return None
+        return last.select(rows.to_numpy())
+
+    def tokens(self, texts: pa.Array, keys: pa.Array | None = None) -> BatchTokens:
+        """The tokens of every text (``texts`` without nulls): datatrove's ``split_into_words`` for each.
+
+        ``keys`` (the documents' ids) let the call reuse the last call's tokens, and remember its own.
+        """
+        if keys is not None and (reused := self._reuse(texts, keys)) is not None:
+            return reused
+        if len(self._chunks) > self._limit or len(self._tokens) > self._limit:
+            self._reset()
+        chunks, rows = whitespace_chunks(texts)
+        encoded = pc.dictionary_encode(chunks)
+        known, strings = self._chunks.get, encoded.dictionary.to_pylist()
+        distinct = [known(c) for c in strings]
+        if None in distinct:
+            self._add([c for c, i in zip(strings, distinct, strict=True) if i is None])
+            distinct = list(map(self._chunks.__getitem__, strings))
+        occurrences = np.asarray(distinct, np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        counts = np.frombuffer(self._counts, np.int64)[occurrences]
+        # An occurrence's tokens are consecutive in the flat table, from its chunk's start.
+        shift = np.frombuffer(self._starts, np.int64)[occurrences] - (np.cumsum(counts) - counts)
+        positions = np.arange(int(counts.sum())) + np.repeat(shift, counts)
+        tokens = BatchTokens(
+            ids=np.frombuffer(self._flat, np.int64)[positions],
+            counts=np.bincount(rows, counts, minlength=len(texts)).astype(np.int64),
+            length=np.array(self._lengths, np.int64),
+            has_letter=np.array(self._letter, bool),
+            symbol=np.array(self._symbol, bool),
+            sentence_class=np.array(self._class, np.int8),
+            token_ids=self._tokens,
+        )
+        self._last = None if keys is None else (keys, texts, tokens)
+        return tokens
+
+
+@functools.cache
+def token_vocabulary() -> TokenVocabulary:
+    """One vocabulary per process, shared by the stages, on the shared word splitter."""
+    return TokenVocabulary(english_words(), 2 * MEMO_ENTRIES)
 
 
 def _segment_reduce(ufunc: np.ufunc, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -461,8 +621,26 @@ def _segment_reduce(ufunc: np.ufunc, values: np.ndarray, counts: np.ndarray) -> 
     return out
 
 
-def _texts(batch: pa.Table) -> list[str]:
-    return [text or "" for text in batch.column("text").to_pylist()]
+def _count(texts: pa.Array, pattern: str) -> np.ndarray:
+    """Non-overlapping occurrences of ``pattern`` in each text (``str.count``)."""
+    return pc.count_substring(texts, pattern).to_numpy().astype(np.float64)
+
+
+def _matches(strings: pa.Array, regex: str) -> np.ndarray:
+    """1.0 where the RE2 ``regex`` matches in a string, else 0.0 (per-row weights for ``np.bincount``)."""
+    return pc.match_substring_regex(strings, regex).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _ends_with_any(strings: pa.Array, suffixes: Sequence[str]) -> np.ndarray:
+    """1.0 where a string ends with one of ``suffixes`` (``str.endswith(tuple)``), else 0.0."""
+    if "" in suffixes:
+        return np.ones(len(strings))
+    hit = np.zeros(len(strings), bool)
+    for size in sorted({len(s) for s in suffixes}):
+        tails = pc.utf8_slice_codeunits(strings, start=-size)
+        of_size = pa.array([s for s in suffixes if len(s) == size])
+        hit |= pc.is_in(tails, value_set=of_size).to_numpy(zero_copy_only=False)
+    return hit.astype(np.float64)
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -527,8 +705,8 @@ def _fraction(description: str, default: float | None) -> float | None:
 
 # --- Gopher quality -----------------------------------------------------------------------------------------
 
-_BULLET_LINE = re.compile(r"^[^\S\n]*[•-]", re.MULTILINE)
-_ELLIPSIS_LINE = re.compile(r"(?:\.\.\.|…)[^\S\n]*$", re.MULTILINE)
+_BULLET_LINE = f"^{_SPACE_NOT_NEWLINE}*[•-]"
+_ELLIPSIS_LINE = f"(?:\\.\\.\\.|…){_SPACE_NOT_NEWLINE}*$"
 
 
 @register
@@ -567,53 +745,40 @@ class GopherQuality(_HeuristicFilter):
             return value
 
     def setup(self) -> None:
-        self._words = english_words()
+        self._vocabulary = token_vocabulary()
         self._stop_bits = {word: 1 << i for i, word in enumerate(dict.fromkeys(self.params.stop_words))}
-        self._chunks = _ChunkTable(self._chunk_features, 5)
-
-    def _chunk_features(self, chunk: str) -> tuple[int, int, int, int, int]:
-        tokens = self._words.split(chunk)
-        if len(tokens) == 1 and chunk.isalpha():  # most chunks: one ordinary word
-            return 1, 1, len(chunk), 1, self._stop_bits.get(chunk, 0)
-        words = [t for t in tokens if not PUNCTUATION_SET.issuperset(t)]
-        alpha = sum(1 for t in tokens if any(map(str.isalpha, t)))
-        stop = sum(self._stop_bits.get(t, 0) for t in set(tokens))
-        return len(tokens), len(words), sum(map(len, words)), alpha, stop
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
-        texts = _texts(batch)
-        lookup = self._chunks.__getitem__
-        per_doc = [list(map(lookup, text.split())) for text in texts]
-        counts = np.fromiter(map(len, per_doc), np.int64, len(texts))
-        index = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
-        features = self._chunks.array()[index]
-        self._chunks.bound(2 * MEMO_ENTRIES)  # its rows are cheap (112 bytes a chunk): twice a memo's entries
-        tokens, words, word_chars, alpha = _segment_reduce(np.add, features[:, :4], counts).T
-        stop_words = np.bitwise_count(_segment_reduce(np.bitwise_or, features[:, 4], counts))
+        texts = _text_array(batch)
+        n = len(texts)
+        tokens = self._vocabulary.tokens(texts, _keys(batch))
+        ids = tokens.ids
+        word = ~tokens.symbol[ids]
+        words = tokens.per_document(np.add, word.astype(np.int64))
+        word_chars = tokens.per_document(np.add, np.where(word, tokens.length[ids], 0))
+        alpha = tokens.per_document(np.add, tokens.has_letter[ids].astype(np.int64))
+        bits = np.zeros(len(tokens.length), np.int64)
+        for stop_word, bit in self._stop_bits.items():
+            if (i := tokens.token_ids.get(stop_word, len(bits))) < len(bits):
+                bits[i] = bit
+        stop_words = np.bitwise_count(tokens.per_document(np.bitwise_or, bits[ids]))
 
-        lines = np.zeros(len(texts))
-        bullets = np.zeros(len(texts))
-        ellipsis_lines = np.zeros(len(texts))
-        hashes = np.zeros(len(texts))
-        ellipses = np.zeros(len(texts))
-        for i, text in enumerate(texts):
-            split = text.splitlines()
-            joined = "\n".join(split)
-            lines[i] = len(split)
-            bullets[i] = len(_BULLET_LINE.findall(joined))
-            ellipsis_lines[i] = len(_ELLIPSIS_LINE.findall(joined))
-            hashes[i] = text.count("#")
-            ellipses[i] = text.count("...") + text.count("…")
+        lines, rows = split_lines(texts)
+        n_lines = np.bincount(rows, minlength=n)
+        bullets = np.bincount(rows, _matches(lines, _BULLET_LINE), minlength=n)
+        ellipsis_lines = np.bincount(rows, _matches(lines, _ELLIPSIS_LINE), minlength=n)
+        hashes = _count(texts, "#")
+        ellipses = _count(texts, "...") + _count(texts, "…")
 
         signals = {
             "word_count": words,
             "mean_word_length": _ratio(word_chars, words),
-            "hash_ratio": _ratio(hashes, tokens),
-            "ellipsis_ratio": _ratio(ellipses, tokens),
-            "bullet_lines_ratio": _ratio(bullets, lines),
-            "ellipsis_lines_ratio": _ratio(ellipsis_lines, lines),
-            "alpha_words_ratio": _ratio(alpha, tokens),
+            "hash_ratio": _ratio(hashes, tokens.counts),
+            "ellipsis_ratio": _ratio(ellipses, tokens.counts),
+            "bullet_lines_ratio": _ratio(bullets, n_lines),
+            "ellipsis_lines_ratio": _ratio(ellipsis_lines, n_lines),
+            "alpha_words_ratio": _ratio(alpha, tokens.counts),
             "stop_words": stop_words.astype(np.int64),
         }
         s = signals
@@ -634,8 +799,8 @@ class GopherQuality(_HeuristicFilter):
 
 # --- Gopher repetition --------------------------------------------------------------------------------------
 
-_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-_LINE_BREAK = re.compile(r"\n+")
+_PARAGRAPH_BREAK = r"\n{2,}"
+_LINE_BREAK = r"\n+"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BASE = np.uint64(0x100000001B3)
 
@@ -646,12 +811,6 @@ def _mix(values: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
-
-
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """datatrove's ``find_duplicates``: repeated elements and their characters, first occurrences excluded."""
-    unique = set(items)
-    return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
 
 
 def ngram_repetition(
@@ -766,47 +925,19 @@ class GopherRepetition(_HeuristicFilter):
             return value
 
     def setup(self) -> None:
-        self._words = english_words()
-        self._token_ids: dict[str, int] = {}
-        self._token_lengths: list[int] = []
-        self._chunks = _Memo(self._chunk_tokens, MEMO_ENTRIES)
-
-    def _chunk_tokens(self, chunk: str) -> tuple[int, ...]:
-        ids = self._token_ids
-        out = []
-        for token in self._words.split(chunk):
-            if token not in ids:
-                ids[token] = len(self._token_lengths)
-                self._token_lengths.append(len(token))
-            out.append(ids[token])
-        return tuple(out)
+        self._vocabulary = token_vocabulary()
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
-        texts = _texts(batch)
+        texts = _text_array(batch)
         n = len(texts)
-        dup_para, dup_para_chars, paras = np.zeros(n), np.zeros(n), np.zeros(n)
-        dup_line, dup_line_chars, lines = np.zeros(n), np.zeros(n), np.zeros(n)
-        lookup, per_doc = self._chunks.__getitem__, []
-        for i, text in enumerate(texts):
-            split = _PARAGRAPH_BREAK.split(text.strip())
-            paras[i] = len(split)
-            dup_para[i], dup_para_chars[i] = _duplicates(split)
-            split = _LINE_BREAK.split(text)
-            lines[i] = len(split)
-            dup_line[i], dup_line_chars[i] = _duplicates(split)
-            per_doc.append(list(chain.from_iterable(map(lookup, text.split()))))
-        counts = np.fromiter(map(len, per_doc), np.int64, n)
-        tokens = np.fromiter(chain.from_iterable(per_doc), np.int64, int(counts.sum()))
-        lengths = np.asarray(self._token_lengths, np.int64)[tokens]
-        if len(self._token_lengths) > MEMO_ENTRIES:  # token ids only need to be stable within a batch
-            self._chunks.clear()
-            self._token_ids.clear()
-            self._token_lengths.clear()
-        top, dup = ngram_repetition(
-            tokens, lengths, counts, [k for k, _ in p.top_n_grams], [k for k, _ in p.dup_n_grams]
-        )
-        text_chars = pc.utf8_length(batch.column("text").fill_null("")).to_numpy().astype(np.float64)
+        paragraphs = _pieces(pc.split_pattern_regex(pc.utf8_trim_whitespace(texts), _PARAGRAPH_BREAK))
+        paras, dup_para, dup_para_chars = duplicate_pieces(*paragraphs, n)
+        lines, dup_line, dup_line_chars = duplicate_pieces(*_pieces(pc.split_pattern_regex(texts, _LINE_BREAK)), n)
+        tokens = self._vocabulary.tokens(texts, _keys(batch))
+        top_n, dup_n = [k for k, _ in p.top_n_grams], [k for k, _ in p.dup_n_grams]
+        top, dup = ngram_repetition(tokens.ids, tokens.length[tokens.ids], tokens.counts, top_n, dup_n)
+        text_chars = pc.utf8_length(texts).to_numpy().astype(np.float64)
 
         signals = {
             "dup_para_frac": _ratio(dup_para, paras),
@@ -833,13 +964,42 @@ class GopherRepetition(_HeuristicFilter):
 
 # --- C4 -----------------------------------------------------------------------------------------------------
 
-_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
-_POLICY = re.compile("terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies")
-_POLICY_HINTS = ("terms of use", "polic", "cookie")
+_C4_COUNTS = ("lines", "kept_lines", "sentences", "too_long_word_lines", "no_terminal_punct_lines",
+              "too_few_words_lines", "javascript_lines", "policy_lines")  # fmt: skip
+#: RE2 has Python's ``\\d`` (any decimal digit, not only ASCII) only as this class.
+_DIGIT = _re2_class(c for c in map(chr, range(0x20000)) if c.isdecimal())
+_CITATION = rf"\[{_DIGIT}*\]|\[edit\]|\[citation needed\]"
+_POLICY = "terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies"
 _END_PUNCTUATION = (".", "?", "!", '"', "'")
-_WHITESPACE_RUNS = re.compile(r"(\s+)")
-#: A sentence starts at a word (or whitespace) token after a sentence-final one, with punctuation between.
-_SENTENCE_BREAK = re.compile("E[EP]*W")
+#: A whitespace run spaCy keeps as a token: any but one plain space (ASCII " " between two chunks).
+_WHITESPACE_TOKEN_RUN = f"{_SPACE}{{2,}}|{_SPACE_NOT_SPACE}"
+#: Stands in for such a run: a chunk of one token of sentence class W, as spaCy's whitespace token is.
+_WHITESPACE_TOKEN = "\ue000"
+
+
+def _first_line(rows: np.ndarray, index: np.ndarray, hit: np.ndarray | None, n: int) -> np.ndarray:
+    """Per text, the number of its first line where ``hit`` holds (NaN if none or ``hit`` is None)."""
+    out = np.full(n, np.nan)
+    if hit is not None and hit.any():
+        hit_rows = rows[hit]
+        first = np.flatnonzero(np.diff(hit_rows, prepend=-1))
+        out[hit_rows[first]] = index[hit][first]
+    return out
+
+
+def _lower_contains(lines: pa.Array, patterns: Sequence[str]) -> list[np.ndarray]:
+    """Per RE2 ``pattern`` of ASCII text: where ``line.lower()`` has a match.
+
+    Arrow lowercases by the simple case mapping, which gives different ASCII than Python's ``str.lower``
+    only for U+0130 ("İ" is "i̇" in Python, "i" here); lines with one are lowercased by Python.
+    """
+    lower = pc.utf8_lower(lines)
+    hits = [np.array(pc.match_substring_regex(lower, pattern).to_numpy(zero_copy_only=False)) for pattern in patterns]
+    for i in np.flatnonzero(pc.match_substring(lines, "\u0130").to_numpy(zero_copy_only=False)):
+        line = lines[int(i)].as_py().lower()
+        for hit, pattern in zip(hits, patterns, strict=True):
+            hit[i] = re.search(pattern, line) is not None
+    return hits
 
 
 @register
@@ -871,80 +1031,72 @@ class C4Quality(_HeuristicFilter):
         remove_lines: bool = Field(False, description="rewrite text to the kept lines, as datatrove does")
 
     def setup(self) -> None:
-        self._words = english_words()
-        self._classes = _Memo(self._token_classes, MEMO_ENTRIES)
+        self._vocabulary = token_vocabulary()
 
-    def _token_classes(self, chunk: str) -> str:
-        """One letter per token: E ends a sentence, P other punctuation, W anything else (spaCy sentencizer)."""
-        return "".join(
-            "E" if t in SENTENCE_END else "P" if all(unicodedata.category(c)[0] == "P" for c in t) else "W"
-            for t in self._words.split(chunk)
-        )
+    def _sentences(self, lines: pa.Array) -> np.ndarray:
+        """Sentences spaCy's sentencizer finds in each stripped line (datatrove's ``split_into_sentences``).
 
-    def sentences(self, line: str) -> int:
-        """Sentences spaCy's sentencizer finds in a stripped line (datatrove's ``split_into_sentences``)."""
-        chunks = line.split()
-        lookup = self._classes.__getitem__
-        if line.count(" ") == len(chunks) - 1 == len(line) - sum(map(len, chunks)):  # single spaces only
-            classes = "".join(map(lookup, chunks))
-        else:  # any other whitespace run is a token of its own (spaCy keeps all but one plain space)
-            parts = _WHITESPACE_RUNS.split(line)
-            classes = "".join(
-                lookup(part) if i % 2 == 0 else "" if part == " " else "W" for i, part in enumerate(parts)
-            )
-        return 1 + len(_SENTENCE_BREAK.findall(classes))
+        Tokens are classed E (ends a sentence), P (other punctuation) or W; a sentence starts at each W
+        token with an E since the line's previous W (the regex ``E[EP]*W``, counted over token classes).
+        """
+        marked = pc.replace_substring_regex(lines, _WHITESPACE_TOKEN_RUN, f" {_WHITESPACE_TOKEN} ")
+        tokens = self._vocabulary.tokens(marked)
+        classes = tokens.sentence_class[tokens.ids]
+        line = np.repeat(np.arange(len(lines)), tokens.counts)
+        ends = np.cumsum(classes == _E)
+        w = np.flatnonzero(classes == _W)
+        since = np.maximum(np.concatenate(([-1], w[:-1])), (np.cumsum(tokens.counts) - tokens.counts)[line[w]] - 1)
+        breaks = ends[w] - np.where(since >= 0, ends[np.maximum(since, 0)], 0) > 0
+        return 1 + np.bincount(line[w], breaks, minlength=len(lines))
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
-        texts = _texts(batch)
+        texts = _text_array(batch)
         n = len(texts)
-        names = ("lines", "kept_lines", "sentences", "too_long_word_lines", "no_terminal_punct_lines",
-                 "too_few_words_lines", "javascript_lines", "policy_lines")  # fmt: skip
-        counts = {name: np.zeros(n, np.int64) for name in names}
-        lorem_line = np.full(n, np.nan)
-        curly_line = np.full(n, np.nan)
-        kept_texts = []
-        for i, text in enumerate(texts):
-            row = dict.fromkeys(names, 0)
-            kept = []
-            lorem_at = curly_at = None
-            lines = text.splitlines()
-            row["lines"] = len(lines)
-            for index, raw in enumerate(lines):
-                line = raw.strip()
-                words = line.split()
-                too_long = p.max_word_length is not None and len(line) > p.max_word_length  # cheap test first
-                if too_long and any(len(word) > p.max_word_length for word in words):
-                    row["too_long_word_lines"] += 1
-                    continue
-                if p.remove_citations and "[" in line:
-                    line = _CITATION.sub("", line)
-                if p.filter_no_terminal_punct and (not line.endswith(_END_PUNCTUATION) or line.endswith("...")):
-                    row["no_terminal_punct_lines"] += 1
-                    continue
-                if p.min_words_per_line is not None and len(words) < p.min_words_per_line:
-                    row["too_few_words_lines"] += 1
-                    continue
-                lower = line.lower()
-                if p.filter_lorem_ipsum and lorem_at is None and "lorem ipsum" in lower:
-                    lorem_at = index
-                if p.filter_javascript and "javascript" in lower:
-                    row["javascript_lines"] += 1
-                    continue
-                if p.filter_curly_bracket and curly_at is None and "{" in line:
-                    curly_at = index
-                if p.filter_policy and any(h in lower for h in _POLICY_HINTS) and _POLICY.search(lower):
-                    row["policy_lines"] += 1
-                    continue
-                row["sentences"] += self.sentences(line)
-                kept.append(line)
-            row["kept_lines"] = len(kept)
-            for name, value in row.items():
-                counts[name][i] = value
-            lorem_line[i] = np.nan if lorem_at is None else lorem_at
-            curly_line[i] = np.nan if curly_at is None else curly_at
-            if p.remove_lines:
-                kept_texts.append("\n".join(kept).strip())
+        raw, rows = split_lines(texts)
+        lines = pc.utf8_trim_whitespace(raw)
+        per_text = np.bincount(rows, minlength=n)
+        index = np.arange(len(rows)) - (np.cumsum(per_text) - per_text)[rows]  # a line's number in its text
+        chunks, chunk_rows = whitespace_chunks(lines)
+        words = np.bincount(chunk_rows, minlength=len(rows))
+        alive = np.ones(len(rows), bool)  # lines no rule has dropped yet, in datatrove's order of rules
+
+        def drop(hit: np.ndarray) -> np.ndarray:
+            hit = hit & alive
+            alive[hit] = False
+            return np.bincount(rows[hit], minlength=n)
+
+        counts = {"lines": per_text}
+        too_long = np.zeros(len(rows), bool)
+        if p.max_word_length is not None:
+            longest = _segment_reduce(np.maximum, pc.utf8_length(chunks).to_numpy(), words)
+            too_long = longest > p.max_word_length
+        counts["too_long_word_lines"] = drop(too_long)
+        if p.remove_citations:
+            lines = pc.replace_substring_regex(lines, _CITATION, "")
+        no_terminal = np.zeros(len(rows), bool)
+        if p.filter_no_terminal_punct:
+            no_terminal = (_ends_with_any(lines, _END_PUNCTUATION) == 0) | pc.ends_with(lines, "...").to_numpy(
+                zero_copy_only=False
+            )
+        counts["no_terminal_punct_lines"] = drop(no_terminal)
+        few = words < p.min_words_per_line if p.min_words_per_line is not None else np.zeros(len(rows), bool)
+        counts["too_few_words_lines"] = drop(few)
+        lower = _lower_contains(lines, ["lorem ipsum", "javascript", _POLICY])
+        lorem_line = _first_line(rows, index, alive & lower[0] if p.filter_lorem_ipsum else None, n)
+        counts["javascript_lines"] = drop(lower[1] if p.filter_javascript else np.zeros(len(rows), bool))
+        curly = pc.match_substring(lines, "{").to_numpy(zero_copy_only=False)
+        curly_line = _first_line(rows, index, alive & curly if p.filter_curly_bracket else None, n)
+        counts["policy_lines"] = drop(lower[2] if p.filter_policy else np.zeros(len(rows), bool))
+
+        kept, kept_rows = lines.filter(pa.array(alive)), rows[alive]
+        counts["kept_lines"] = np.bincount(kept_rows, minlength=n)
+        counts["sentences"] = np.bincount(kept_rows, self._sentences(kept), minlength=n).astype(np.int64)
+        counts = {name: counts[name].astype(np.int64) for name in _C4_COUNTS}
+        kept_texts = None
+        if p.remove_lines:
+            offsets = np.concatenate(([0], np.cumsum(counts["kept_lines"]))).astype(np.int32)
+            kept_texts = pc.utf8_trim_whitespace(pc.binary_join(pa.ListArray.from_arrays(offsets, kept), "\n"))
 
         signals: dict[str, np.ndarray] = {**counts, "lorem_ipsum_line": lorem_line, "curly_bracket_line": curly_line}
         # datatrove returns at the first surviving line with either; on one line "lorem ipsum" is checked first.
@@ -958,7 +1110,7 @@ class C4Quality(_HeuristicFilter):
         batch = self._finish(batch, signals, rules)
         if p.remove_lines:
             removed_here = pc.equal(batch.column("removed_by"), self.name).fill_null(False)
-            text = pc.if_else(removed_here, batch.column("text"), pa.chunked_array([pa.array(kept_texts, pa.string())]))
+            text = pc.if_else(removed_here, batch.column("text"), pa.chunked_array([kept_texts]))
             batch = set_column(batch, "text", text)
         return batch
 
@@ -987,28 +1139,25 @@ class FineWebQuality(_HeuristicFilter):
         new_line_ratio: float | None = _fraction("FineWeb: ≤ 0.3 newlines per word", 0.3)
 
     def setup(self) -> None:
-        self._words = english_words()
-        self._token_counts = _Memo(self._count_tokens, MEMO_ENTRIES)
+        self._vocabulary = token_vocabulary()
         self._stop_chars = tuple(self.params.stop_chars or sorted(TERMINAL_PUNCTUATION))
-
-    def _count_tokens(self, chunk: str) -> int:
-        return len(self._words.split(chunk))
 
     def process(self, batch: pa.Table) -> pa.Table:
         p = self.params
-        texts = _texts(batch)
-        lookup = self._token_counts.__getitem__
+        texts = _text_array(batch)
         n = len(texts)
-        lines, punct, short, dup_chars, chars, newlines, words = (np.zeros(n) for _ in range(7))
-        for i, text in enumerate(texts):
-            kept = [line for line in text.split("\n") if line and not line.isspace()]
-            lines[i] = len(kept)
-            punct[i] = sum(1 for line in kept if line.endswith(self._stop_chars))
-            short[i] = sum(1 for line in kept if len(line) <= p.short_line_length)
-            dup_chars[i] = _duplicates(kept)[1]
-            newlines[i] = text.count("\n")
-            chars[i] = len(text) - newlines[i]
-            words[i] = sum(map(lookup, text.split()))
+        lines, rows = _pieces(pc.split_pattern(texts, "\n"))
+        blank = pc.or_(pc.equal(pc.binary_length(lines), 0), pc.utf8_is_space(lines))
+        keep = pc.invert(blank)
+        lines, rows = lines.filter(keep), rows[keep.to_numpy(zero_copy_only=False)]
+        n_lines, _, dup_chars = duplicate_pieces(lines, rows, n)
+        punct = np.bincount(rows, _ends_with_any(lines, self._stop_chars), minlength=n)
+        is_short = pc.less_equal(pc.utf8_length(lines), p.short_line_length).to_numpy(zero_copy_only=False)
+        short = np.bincount(rows, is_short, minlength=n)
+        newlines = _count(texts, "\n")
+        chars = pc.utf8_length(texts).to_numpy().astype(np.float64) - newlines
+        lines = n_lines
+        words = self._vocabulary.tokens(texts, _keys(batch)).counts
 
         signals = {
             "lines": lines.astype(np.int64),
