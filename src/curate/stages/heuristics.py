@@ -574,7 +574,8 @@ class TokenVocabulary:
     def tokens(self, texts: pa.Array, keys: pa.Array | None = None) -> BatchTokens:
         """The tokens of every text (``texts`` without nulls): datatrove's ``split_into_words`` for each.
 
-        ``keys`` (the documents' ids) let the call reuse the last call's tokens, and remember its own.
+        ``keys`` (the documents' ids) let the call reuse the tokens of the last call that had keys, and
+        remember its own.
         """
         if keys is not None and (reused := self._reuse(texts, keys)) is not None:
             return reused
@@ -601,7 +602,8 @@ class TokenVocabulary:
             sentence_class=np.array(self._class, np.int8),
             token_ids=self._tokens,
         )
-        self._last = None if keys is None else (keys, texts, tokens)
+        if keys is not None:
+            self._last = (keys, texts, tokens)
         return tokens
 
 
