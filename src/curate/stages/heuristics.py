@@ -586,8 +586,10 @@ class TokenVocabulary:
         known, strings = self._chunks.get, encoded.dictionary.to_pylist()
         distinct = [known(c) for c in strings]
         if None in distinct:
+            first_new = len(self._chunks)
             self._add([c for c, i in zip(strings, distinct, strict=True) if i is None])
-            distinct = list(map(self._chunks.__getitem__, strings))
+            new_ids = iter(range(first_new, len(self._chunks)))  # _add numbers the new chunks in this order
+            distinct = [next(new_ids) if i is None else i for i in distinct]
         occurrences = np.asarray(distinct, np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
         counts = np.frombuffer(self._counts, np.int64)[occurrences]
         # An occurrence's tokens are consecutive in the flat table, from its chunk's start.
