@@ -406,3 +406,21 @@ def test_damaged_real_warcs_lose_only_their_damaged_records(shared_data: Path, r
         assert error["offset"] < error["end_offset"] and "resumed at the next record" in error["error"]
     assert errors["spliced.warc"]["end_offset"] - errors["spliced.warc"]["offset"] == len(b"\x00garbage\r\n" * 400)
     assert json.loads((out / "stats" / "stats.json").read_text())["conservation_ok"]
+
+
+def test_a_plugin_found_only_through_the_drivers_sys_path_loads_in_the_embedded_rays_workers(
+        shared_data: Path, tmp_path: Path) -> None:
+    """A stage module the driver imports from a folder it put on sys.path itself (a notebook, a script next
+    to its pipeline), not from PYTHONPATH: the embedded Ray's workers get that path too."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("stages:\n  - warc_read: {}\n  - extract: {}\n"
+                        "  - plugins:FailOn: {fail_on: 'no document contains this'}\n")
+    out = tmp_path / "out"
+    script = (f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); from curate.cli import main; "
+              f"sys.exit(main({['run', str(pipeline), '-i', *map(str, warcs(shared_data)[:2]), '-o', str(out), '--workers', '2', '--no-progress', '--config', str(executor_profile(tmp_path, 'ray'))]!r}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["executor"] == "ray"
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["conservation_ok"] and stats["stages"]["fail_on"]["in"] > 0
