@@ -451,7 +451,8 @@ class Runner:
         rounds_dir = f"work/steps/{k:02d}/rounds"
         markers = self._round_markers(rounds_dir, digest)
         pool = self._pool(ray, Resources())
-        sources: dict[str, list[MapUnit]] = {"documents": [self._snapshot(u, k) for u in sorted(upstream)]}
+        sources: dict[str, list[MapUnit]] = {"documents": [self._snapshot(u, k, stage.reads_removed)
+                                                           for u in sorted(upstream)]}
         removals: dict[str, list[str]] = defaultdict(list)
         reports: list[str] = []
         done: set[str] = set()  # rounds run so far
@@ -490,10 +491,11 @@ class Runner:
         removed = sum(c.stats["stages"][stage.name]["removed"] for c in self.chain[k].values())
         log(f"{stage.name}: removed {removed} of {sum(c.stats['in'] for c in self.chain[k].values())} documents")
 
-    def _snapshot(self, unit: str, k: int) -> MapUnit:
-        """What step ``k - 1`` committed for a unit: its kept part and every part removed up to there."""
+    def _snapshot(self, unit: str, k: int, removed: bool) -> MapUnit:
+        """What step ``k - 1`` committed for a unit: its kept part and (``removed``) every part removed up to
+        there."""
         paths = list(self.chain[k - 1][unit].paths("kept"))
-        for j in range(k):
+        for j in range(k if removed else 0):
             paths += self.chain[j][unit].paths("removed")
         return MapUnit(unit, tuple(paths))
 

@@ -243,6 +243,10 @@ class GlobalStage:
     Params: ClassVar[type[StageParams]] = StageParams
     #: Document columns the rounds read (the runner checks them when the pipeline is built).
     reads: ClassVar[tuple[str, ...]] = ("id",)
+    #: Whether the rounds see the rows earlier stages removed (``removed_by`` set), as source quarantine
+    #: must to count a source's pathological pages; a stage over the kept corpus only (dedup, tokenize) says
+    #: False, and the runner then never reads the removed parts (most of a crawl's rows and text).
+    reads_removed: ClassVar[bool] = True
     #: How ``stats/<name>_report.parquet`` is sorted, so its first rows (which the run log shows) are the
     #: headline: (column, "ascending"|"descending") pairs; default the first column, ascending.
     report_order: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -50,6 +50,7 @@ class KeepTop(GlobalStage):
     """Remove every document below the corpus-wide cut that keeps ``share`` of it, by ``column``."""
 
     name = "keep_top"
+    reads_removed = False  # the kept corpus only
     Params = KeepTopParams
     params: KeepTopParams
 

@@ -60,6 +60,7 @@ class ExactDedup(GlobalStage):
     Params = ExactDedupParams
     params: ExactDedupParams
     reads = ("id", "text", "url", "fetch_time", "removed_by")
+    reads_removed = False  # the kept corpus only
     report_order = (("group_size", "descending"), ("representative", "ascending"))
 
     def rounds(self):

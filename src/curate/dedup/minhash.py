@@ -370,6 +370,7 @@ class MinHashDedup(GlobalStage):
     Params = MinHashParams
     params: MinHashParams
     reads = ("id", "text", "fetch_time", "removed_by")
+    reads_removed = False  # the kept corpus only
     report_order = (("removed", "descending"), ("cluster_id", "ascending"))
 
     def __init__(self, params: MinHashParams | None = None) -> None:

@@ -81,6 +81,7 @@ class Tokenize(GlobalStage):
     Params = TokenizeParams
     params: TokenizeParams
     report_order = (("tokens", "descending"),)
+    reads_removed = False  # the kept corpus only
 
     def __init__(self, params: TokenizeParams | None = None) -> None:
         super().__init__(params)
