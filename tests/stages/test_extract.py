@@ -337,6 +337,30 @@ def test_timeout_removes_slow_page_and_goes_on(traf):
     assert elapsed >= 2.0  # the limit was waited for, not skipped
 
 
+def test_pipelined_pages_bigger_than_the_pipes_give_what_in_process_extraction_gives() -> None:
+    """Pages and answers over the pipes' 1 MB, mixed with small ones: the sandbox sends the next page while
+    the child works only when both fit, so neither side ever blocks on a full pipe (a deadlock would hang
+    here), and every page's text is what the engine gives in this process."""
+    paragraph = "<p>" + "Ein langer Absatz über das Wetter in den Bergen, der sich wiederholt. " * 40 + "</p>"
+    big = ("<html><body>" + paragraph * 600 + "</body></html>").encode()  # ~1.7 MB, ~1.7 MB of text
+    small = b"<html><body><p>Ein kurzer Absatz.</p></body></html>"
+    pages = [big, big, small, small, big, small]
+    assert len(big) > 1 << 20
+    sandboxed = Extract(ExtractParams(timeout_s=30))
+    result: list[pa.Table] = []
+    worker = threading.Thread(target=lambda: result.append(sandboxed(_batch(pages))), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    deadlocked = worker.is_alive()
+    sandboxed.teardown()  # kills the child, which also frees a deadlocked thread
+    assert not deadlocked, "the sandbox and its child both blocked on full pipes"
+    out = result[0]
+    reference = Extract(ExtractParams(timeout_s=0))(_batch(pages))
+    assert out["reason"].to_pylist() == [None] * len(pages)
+    assert out["text"].to_pylist() == reference["text"].to_pylist()
+    assert out["extract_chars"][0].as_py() > 1 << 20
+
+
 def test_short_timeout_does_not_charge_startup_to_the_next_page(traf):
     # A new child (the first, and the one replacing a killed child) takes ~0.5-2 s to start on a loaded
     # machine; the page's clock must start only once it is ready, or the page after a slow one times out.

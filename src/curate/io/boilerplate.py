@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import math
 import re
 from collections import Counter
 from functools import lru_cache
@@ -246,8 +247,8 @@ def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -
     out = np.empty((n, _N_FEATURES))
     base = out[:, :len(LINE_FEATURES)]
     base[:, 0] = kind_arr
-    base[:, 1] = np.log1p(chars)
-    base[:, 2] = np.log1p(n_words)
+    base[:, 1] = _log1p(chars)
+    base[:, 2] = _log1p(n_words)
     base[:, 3] = link_share
     base[:, 4] = n_links
     base[:, 5] = counts[:, 1] / nw
@@ -263,6 +264,22 @@ def line_features(raws: list[str], texts: list[str], whole_page: bool = False) -
     return out
 
 
+#: log1p of the whole numbers most counts fall under, from the C library: see :func:`_log1p`.
+_LOG1P = np.array([math.log1p(i) for i in range(1 << 16)])
+
+
+def _log1p(counts: np.ndarray | float) -> np.ndarray:
+    """log(1 + x) of non-negative whole numbers (lengths, counts, distances), with the same bits on every
+    x86-64 CPU: numpy's own log1p takes a SIMD path where there is AVX-512 and another where there is not,
+    which moved the trained model's thresholds (and its file's bytes) from one machine to the next."""
+    x = np.asarray(counts, dtype=np.float64)
+    out = np.empty(x.shape)
+    small = (x < len(_LOG1P)) & (x == np.floor(x))
+    out[small] = _LOG1P[x[small].astype(np.intp)]
+    out[~small] = [math.log1p(v) for v in x[~small]]
+    return out
+
+
 def _add_context(out: np.ndarray, chars: np.ndarray, long_p: np.ndarray, whole_page: bool) -> None:
     """Fill the page and neighbour columns of ``out`` (after the line features) in place."""
     n = out.shape[0]
@@ -272,7 +289,7 @@ def _add_context(out: np.ndarray, chars: np.ndarray, long_p: np.ndarray, whole_p
     page = out[:, col:col + len(PAGE_FEATURES)]
     page[:, 0] = idx / max(1, n - 1)
     page[:, 1] = (np.cumsum(chars) - chars) / total
-    page[:, 2] = np.log1p(total)
+    page[:, 2] = _log1p(total)
     page[:, 3] = (chars * long_p).sum() / total
     where = np.flatnonzero(long_p)
     if where.size:
@@ -281,11 +298,11 @@ def _add_context(out: np.ndarray, chars: np.ndarray, long_p: np.ndarray, whole_p
         pos = np.searchsorted(where, idx)
         left = np.abs(idx - where[np.maximum(pos - 1, 0)])
         right = np.abs(where[np.minimum(pos, where.size - 1)] - idx)
-        page[:, 6] = np.log1p(np.minimum(left, right))
+        page[:, 6] = _log1p(np.minimum(left, right))
     else:
         page[:, 4] = 1.0
         page[:, 5] = 0.0
-        page[:, 6] = np.log1p(n)
+        page[:, 6] = _log1p(n)
     page[:, 7] = whole_page
     col += len(PAGE_FEATURES)
     # Means over the w lines before / after each line, all windows at once from one cumulative sum.
