@@ -418,7 +418,8 @@ def test_a_plugin_found_only_through_the_drivers_sys_path_loads_in_the_embedded_
     out = tmp_path / "out"
     args = ["run", str(pipeline), "-i", *map(str, warcs(shared_data)[:2]), "-o", str(out), "--workers", "2",
             "--no-progress", "--config", str(executor_profile(tmp_path, "ray"))]
-    script = f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); from curate.cli import main; sys.exit(main({args!r}))"
+    script = (f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); from curate.cli import main; "
+              f"sys.exit(main({args!r}))")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
