@@ -95,9 +95,6 @@ class _Sandbox:
     def _ready(self, timeout: float) -> bool:
         return bool(select.select([self._proc.stdout], [], [], max(timeout, 0.0))[0])
 
-    def run(self, html: bytes, declared: str | None) -> Outcome:
-        return self.run_all([(html, declared)])[0]
-
     def run_all(self, pages: list[tuple[bytes, str | None]]) -> list[Outcome]:
         """Every page's outcome, in order."""
         out: list[Outcome] = []
