@@ -181,10 +181,10 @@ def _tokens(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     data = np.frombuffer(texts.buffers()[2], np.uint8)[: bounds[-1]] if bounds[-1] else np.zeros(0, np.uint8)
     space = _ASCII_SPACE[data]
     cut = np.zeros(len(data) + 1, dtype=bool)
-    cut[1:-1] = ~space[1:] & space[:-1]  # a word begins after white space ...
+    np.less(space[1:], space[:-1], out=cut[1:-1])  # a word begins after white space ...
     cut[bounds] = True  # ... and every document begins a token
-    cuts = np.flatnonzero(cut)
-    tokens = pa.LargeStringArray.from_buffers(len(cuts) - 1, pa.py_buffer(cuts.astype(np.int64)), texts.buffers()[2])
+    cuts = np.flatnonzero(cut).astype(np.int64, copy=False)
+    tokens = pa.LargeStringArray.from_buffers(len(cuts) - 1, pa.py_buffer(cuts), texts.buffers()[2])
     return tokens, np.searchsorted(cuts, bounds)
 
 
@@ -247,7 +247,7 @@ def shingle_hashes(texts: pa.Array | pa.ChunkedArray, params: MinHashParams) -> 
         docs_of = np.concatenate([docs_of, short])
         order = np.argsort(docs_of, kind="stable")
         values, docs_of = values[order], docs_of[order]
-    folded = ((values ^ (values >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    folded = (values ^ (values >> np.uint64(32))).astype(np.uint32)  # the cast keeps the low 32 bits
     offsets = np.searchsorted(docs_of, np.arange(len(lengths) + 1))
     return folded, offsets
 
