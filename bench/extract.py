@@ -303,7 +303,7 @@ def engines_table(limit: int | None = None, rounds: int = 3) -> None:
     sys.path.insert(0, str(REPO / "tests" / "stages"))
     from test_extract import scores  # the tests' scoring, so the table and the floors agree
 
-    from curate.io.html import decode_html, extract_text
+    from curate.io.html import decode_html, finish_pages, prepare_page
     from curate.stages.extract import ExtractParams
 
     html = REPO.parent / "shared" / "data" / "html"
@@ -316,10 +316,12 @@ def engines_table(limit: int | None = None, rounds: int = 3) -> None:
     engines = {"floor (decode)": None, "resiliparse": "resiliparse", "trafilatura": "trafilatura",
                "curate": "curate"}
     def call(engine: str | None):
+        """Texts of a list of pages, as the extract stage gets them from a batch (the curate engine
+        classifies the batch's lines together)."""
         if engine is None:
-            return lambda raw: decode_html(raw, None)[0]
+            return lambda raws: [decode_html(raw, None)[0] for raw in raws]
         params = ExtractParams(engine=engine)
-        return lambda raw: extract_text(raw, None, params)[0]
+        return lambda raws: [e.text for e in finish_pages([prepare_page(raw, None, params) for raw in raws], params)]
 
     calls = {name: call(engine) for name, engine in engines.items()}
     times: dict[str, list[float]] = {name: [] for name in engines}
@@ -327,7 +329,7 @@ def engines_table(limit: int | None = None, rounds: int = 3) -> None:
     order = list(engines) + [n for n in engines if n != "trafilatura"] * (rounds - 1)  # trafilatura: once (slow)
     for name in order:
         start = time.process_time()
-        out = {page: calls[name](raw) for _, page, raw in pages}
+        out = dict(zip([page for _, page, _ in pages], calls[name]([raw for _, _, raw in pages]), strict=True))
         times[name].append(time.process_time() - start)
         texts.setdefault(name, out)
     print(f"\nengines on the shared gold pages ({len(pages)} pages, one core, CPU time, median of rounds):")

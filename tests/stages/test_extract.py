@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -218,6 +219,64 @@ def test_curate_engine_records_what_it_cut(aeb, rebuilt_boilerplate) -> None:
         assert abs(share - len((lines or "").replace("\n", "")) / total) < 0.02
     bare = Extract(ExtractParams(engine="curate", model=model, keep_boilerplate=False, timeout_s=0))(batch)
     assert "extract_boilerplate" not in bare.column_names and bare["text"].to_pylist() == out["text"].to_pylist()
+
+
+def test_curate_engine_scores_a_batch_as_it_scores_each_page(aeb, traf, rebuilt_boilerplate, monkeypatch) -> None:
+    """The stage classifies a batch's lines together; each page's features, bit for bit, and so its text,
+    cut lines and share are what the page gets alone, however the batch is chunked (empty pages too)."""
+    from curate.io import boilerplate
+
+    model = boilerplate.load_model(rebuilt_boilerplate[0])
+    htmls = [aeb["pages"][n] for n in sorted(aeb["pages"])[:40]] + [traf["pages"][n] for n in sorted(traf["pages"])[:40]]
+    pages = [boilerplate.page_lines(decode_html(h, None)[0]) for h in htmls]
+    pages.insert(7, ([], [], False))
+    alone = [boilerplate.classify_pages([page], model)[0] for page in pages]
+    lined = [page for page in pages if page[1]]
+    features = boilerplate.pages_features(lined)
+    assert np.array_equal(features, np.vstack([boilerplate.line_features(*page) for page in lined]))
+    assert len(features) > boilerplate.CHUNK_LINES  # more than one chunk at the default size
+    for chunk_lines in (boilerplate.CHUNK_LINES, 1, 97):
+        monkeypatch.setattr(boilerplate, "CHUNK_LINES", chunk_lines)
+        assert boilerplate.classify_pages(pages, model) == alone
+    assert alone[7] == ("", "", 0.0) and sum(bool(cut) for _, cut, _ in alone) > 40
+
+
+def test_curate_engine_keeps_an_escaped_newline_inside_its_line() -> None:
+    """Lines cross the child's pipe newline-joined: a ``&#10;`` in a line's text must not split it."""
+    from curate.io import boilerplate
+
+    html = ("<html><body><p>" + "Ein langer Absatz &#10; mit Zeilenumbruch über das Wetter. " * 8 + "</p>"
+            "<p>" + "Noch ein langer Absatz über die Berge und die Täler im Herbst. " * 6 + "</p></body></html>")
+    raws, lines, _ = boilerplate.page_lines(html)
+    assert len(raws) == len(lines) == 2 and not any("\n" in line for line in lines)
+    sandboxed = Extract(ExtractParams(engine="curate", timeout_s=30))
+    try:
+        out = sandboxed(_batch([html.encode()]))
+    finally:
+        sandboxed.teardown()
+    assert out["text"].to_pylist() == Extract(ExtractParams(engine="curate", timeout_s=0))(_batch([html.encode()]))[
+        "text"].to_pylist()
+    assert "Zeilenumbruch" in out["text"][0].as_py()
+
+
+def test_a_page_the_classifier_fails_on_is_an_error_the_others_finish(monkeypatch) -> None:
+    """The batch's classification failing falls back to page by page: only the page at fault goes to
+    errors/ with the message."""
+    import curate.stages.extract as extract_module
+
+    real = extract_module.finish_pages
+
+    def fragile(prepared, options):
+        if any("Sprengsatz" in getattr(p, "texts", "") for p in prepared):
+            raise ValueError("cannot score Sprengsatz")
+        return real(prepared, options)
+
+    monkeypatch.setattr(extract_module, "finish_pages", fragile)
+    body = "<p>" + "Ein ganz gewöhnlicher Absatz über das Wetter in den Bergen und Tälern. " * 5 + "</p>"
+    htmls = [f"<html><body>{body}{extra}</body></html>".encode() for extra in ("", "<p>Sprengsatz</p>", "")]
+    out = Extract(ExtractParams(engine="curate", timeout_s=0))(_batch(htmls))
+    assert out["error"].to_pylist() == [None, "ValueError: cannot score Sprengsatz", None]
+    assert out["text"][0].as_py() and out["text"][2].as_py() and out["reason"][1].as_py() == "error"
 
 
 # ---- encoding --------------------------------------------------------------------------------------

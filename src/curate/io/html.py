@@ -37,6 +37,23 @@ class Extraction(NamedTuple):
     boilerplate_share: float | None = None  # their share of the main-content characters
 
 
+class PageLines(NamedTuple):
+    """A ``curate``-engine page between its two steps: :func:`prepare_page` found the lines its classifier
+    reads (in the time-limited child), :func:`finish_pages` scores them with other pages' lines (numpy's
+    per-call cost spread over a batch). Lines are newline-joined: two strings cross the pipe faster than
+    two lists, and no line holds a newline (:func:`curate.io.boilerplate.page_lines`)."""
+
+    raws: str
+    texts: str
+    whole_page: bool
+    encoding: str
+
+    def lines(self) -> tuple[list[str], list[str], bool]:
+        if not self.texts:
+            return [], [], self.whole_page
+        return self.raws.split("\n"), self.texts.split("\n"), self.whole_page
+
+
 def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
     """Decode a page whose declared charset may lie; return (text, encoding used).
 
@@ -68,15 +85,20 @@ def extract_text(html: bytes, declared: str | None, options: EngineOptions) -> t
 
 
 def extract_page(html: bytes, declared: str | None, options: EngineOptions) -> Extraction:
-    """One page with the configured engine: ``resiliparse`` (main content or the whole page),
-    ``trafilatura``, or ``curate`` (resiliparse's main content, then a learned line classifier drops the
-    boilerplate it kept: :mod:`curate.io.boilerplate`)."""
+    """One page with the configured engine (for many, :func:`prepare_page` each, then :func:`finish_pages`)."""
+    return finish_pages([prepare_page(html, declared, options)], options)[0]
+
+
+def prepare_page(html: bytes, declared: str | None, options: EngineOptions) -> Extraction | PageLines:
+    """The per-page work of the configured engine, what the time limit covers: ``resiliparse`` (main
+    content or the whole page) and ``trafilatura`` extract the text; ``curate`` reads resiliparse's main
+    content as lines for its classifier (:mod:`curate.io.boilerplate`), which :func:`finish_pages` runs."""
     page, encoding = decode_html(html, declared)
     if options.engine == "curate":
-        from curate.io.boilerplate import load_model, split_main_text
+        from curate.io.boilerplate import page_lines
 
-        text, cut, share = split_main_text(page, load_model(options.model))
-        return Extraction(text.strip(), encoding, cut, share)
+        raws, texts, whole_page = page_lines(page)
+        return PageLines("\n".join(raws), "\n".join(texts), whole_page, encoding)
     if options.engine == "resiliparse":
         from resiliparse.extract.html2text import extract_plain_text
 
@@ -88,6 +110,21 @@ def extract_page(html: bytes, declared: str | None, options: EngineOptions) -> E
         text = trafilatura.extract(page, favor_precision=options.favor_precision, include_comments=False,
                                    deduplicate=True) or ""
     return Extraction(text.strip(), encoding)
+
+
+def finish_pages(prepared: list[Extraction | PageLines], options: EngineOptions) -> list[Extraction]:
+    """:func:`prepare_page` results as extractions: the ``curate`` engine's lines classified together
+    (linear in their number; the classifier drops the boilerplate resiliparse kept)."""
+    lines = [i for i, value in enumerate(prepared) if isinstance(value, PageLines)]
+    if not lines:
+        return list(prepared)
+    from curate.io.boilerplate import classify_pages, load_model
+
+    scored = classify_pages([prepared[i].lines() for i in lines], load_model(options.model))
+    out = list(prepared)
+    for i, (text, cut, share) in zip(lines, scored, strict=True):
+        out[i] = Extraction(text.strip(), prepared[i].encoding, cut, share)
+    return out
 
 
 def write_frame(stream: IO[bytes], value: Any) -> None:
@@ -141,10 +178,11 @@ class _Options:
 
 
 def serve(options: EngineOptions) -> None:
-    """Answer :func:`write_page` requests with ``("ok", Extraction)`` or ``("error", message)`` frames."""
+    """Answer :func:`write_page` requests with ``("ok", Extraction fields)``, ``("lines", PageLines
+    fields)`` or ``("error", message)`` frames."""
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
-    extract_page(b"<html><body><p>warm-up</p></body></html>", None, options)  # import the engine first
+    prepare_page(b"<html><body><p>warm-up</p></body></html>", None, options)  # import the engine first
     write_frame(protocol, ("ready", None))
     stdin = sys.stdin.buffer.fileno()
     while True:
@@ -153,7 +191,8 @@ def serve(options: EngineOptions) -> None:
         except EOFError:
             return
         try:
-            write_frame(protocol, ("ok", tuple(extract_page(html, declared, options))))
+            value = prepare_page(html, declared, options)  # sent as a tuple: this module is __main__ here
+            write_frame(protocol, ("lines" if isinstance(value, PageLines) else "ok", tuple(value)))
         except Exception as exc:  # noqa: BLE001 - reported per document, the child stays alive
             write_frame(protocol, ("error", f"{type(exc).__name__}: {exc}"))
 

@@ -7,7 +7,9 @@ boilerplate lines it kept dropped by a learned line classifier (:mod:`curate.io.
 audit. Decoding and extraction live in :mod:`curate.io.html`.
 Extraction runs in a child process so a pathological page that makes a C extension spin can be killed
 after ``timeout_s`` (a thread cannot interrupt C code); the page is then removed with reason
-``extraction_timeout`` and the worker goes on with a fresh child.
+``extraction_timeout`` and the worker goes on with a fresh child. The ``curate`` engine's classifier
+runs in the worker over the whole batch's lines once the child has found them (numpy, linear in the
+lines, so outside the limit; a third of its cost per page is per call, spread over the batch).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.io.html import Extraction, extract_page, read_frame, write_page
+from curate.io.html import Extraction, PageLines, finish_pages, prepare_page, read_frame, write_page
 from curate.registry import register
 from curate.schema import set_column
 from curate.stage import DocumentStage, StageParams
@@ -64,7 +66,8 @@ def _widen(*pipes: IO[bytes]) -> int:
         return 1 << 16
 
 
-Outcome = tuple[str, Extraction | str | None]  # ("ok", extraction), ("error", message) or ("timeout", None)
+#: ("ok", an extraction or a curate-engine page still to classify), ("error", message) or ("timeout", None)
+Outcome = tuple[str, Extraction | PageLines | str | None]
 
 
 class _Sandbox:
@@ -124,7 +127,8 @@ class _Sandbox:
                 self.close()
                 continue
             clock = time.monotonic()  # the child goes on with the page sent behind, if any
-            out.append((status, Extraction(*value)) if status == "ok" else (status, value))
+            kind = {"ok": Extraction, "lines": PageLines}.get(status)
+            out.append(("ok", kind(*value)) if kind else (status, value))
         return out
 
     def close(self) -> None:
@@ -158,7 +162,26 @@ class Extract(DocumentStage):
 
     def _in_process(self, html: bytes, declared: str | None) -> Outcome:
         try:
-            return ("ok", extract_page(html, declared, self.params))
+            return ("ok", prepare_page(html, declared, self.params))
+        except Exception as exc:  # noqa: BLE001 - one bad page must not fail its batch
+            return ("error", f"{type(exc).__name__}: {exc}")
+
+    def _finish(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The prepared pages finished together (the curate engine's classifier runs over the batch); if
+        that fails, page by page, so that only the page at fault becomes an error."""
+        ready = [i for i, (status, _) in enumerate(outcomes) if status == "ok"]
+        try:
+            done = list(zip(["ok"] * len(ready), finish_pages([outcomes[i][1] for i in ready], self.params)))
+        except Exception:  # noqa: BLE001 - isolate the page, below
+            done = [self._finish_one(outcomes[i][1]) for i in ready]
+        out = list(outcomes)
+        for i, outcome in zip(ready, done, strict=True):
+            out[i] = outcome
+        return out
+
+    def _finish_one(self, prepared: Extraction | PageLines) -> Outcome:
+        try:
+            return ("ok", finish_pages([prepared], self.params)[0])
         except Exception as exc:  # noqa: BLE001 - one bad page must not fail its batch
             return ("error", f"{type(exc).__name__}: {exc}")
 
@@ -174,7 +197,8 @@ class Extract(DocumentStage):
         cut: list[str | None] = [None] * n
         shares: list[float | None] = [None] * n
         rows = [i for i, html in enumerate(htmls) if html is not None]  # WET conversion records arrive as text
-        for i, (status, value) in zip(rows, self._extract([(htmls[i], charsets[i]) for i in rows]), strict=True):
+        outcomes = self._finish(self._extract([(htmls[i], charsets[i]) for i in rows]))
+        for i, (status, value) in zip(rows, outcomes, strict=True):
             if status == "ok":
                 texts[i], encodings[i], cut[i], shares[i] = value
             else:
