@@ -22,7 +22,8 @@ corpus grows.
 
 The recipes are not identical: curate's also runs repetition, contamination, source_quarantine, pii and the
 quality classifier, which datatrove's does not; both tokenise the kept documents. Extraction differs by design
-(resiliparse against trafilatura), so the filters see different text. Datatrove runs at ~20-30 documents/s per
+(the curate engine, resiliparse's main content less the boilerplate lines its classifier finds, against
+trafilatura), so the filters see different text. Datatrove runs at ~20-30 documents/s per
 core, so it reads only the first ``--datatrove-records`` responses; curate runs on that subset too
 (like-for-like ratio), and datatrove's whole-process time is scaled to the full corpus as its fixed cost plus
 its per-response run time (scaled ratio). Rates are response records per second per core (curate's wall over
@@ -450,7 +451,7 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
           f"responses, {big.rss_mb:.0f} MB at {big_n}: ratio 2x/1x {big.rss_mb / full.rss_mb:.2f} (goal ~1.00)")
     for label, proc in (("1x", full), ("--workers 1", w1), ("subset", sub), ("2x", big)):
         print(f"  curate conservation ({label}): {'OK' if proc.info['ok'] else 'FAILED'}: {proc.info['conservation']}")
-    print(f"\n  filter decisions on the {sub_n} responses (curate: resiliparse text; datatrove: trafilatura text):")
+    print(f"\n  filter decisions on the {sub_n} responses (curate: its engine's text; datatrove: trafilatura's):")
     print("\n".join(agreement(sub, dtv, dt_root)))
     print(f"\n  what curate did with the planted records of the {full_n}-response corpus (its manifest):")
     print("\n".join(planted(full, manifest)))

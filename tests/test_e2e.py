@@ -263,7 +263,9 @@ def test_fineweb_recipe_reports_a_pathological_source_that_other_filters_emptied
     assert run_cli(REPO / "pipelines" / "fineweb.yaml", "-i", warc, "-o", out) == 0
     report = pq.read_table(out / "stats" / "source_quarantine_report.parquet").to_pylist()
     assert [(r["source"], r["docs"]) for r in report] == [("reddit.com/r/microwavegang", 30)]
-    assert report[0]["pathological"] >= 28
+    # 25-30 of 30 by the extractor: the curate engine cuts some short posts' repeated "mmmm" title line as
+    # boilerplate, and what is left of them is no longer a run (resiliparse's text: 28)
+    assert report[0]["pathological"] >= 24  # share >= 0.8, well over the quarantine's 0.5
     assert "reddit.com/r/microwavegang" not in set(pq.read_table(out / "kept")["source"].to_pylist())
     quarantined = out / "removed" / "source_quarantine"
     if quarantined.exists():
