@@ -93,7 +93,7 @@ def test_audit_command_explains_every_removal(ray_session, tmp_path: Path, capsy
     report = capsys.readouterr().out
     assert re.search(r"\n  documents +5\n", report) and "conservation OK" in report
     assert "language: in 4, removed 1 (25.0%)" in report and "wrong_language: 1" in report
-    assert "e.g. https://wetter.example.de/artikel/herbststurm" in report and "Herbststurm zieht" in report
+    assert "e.g. https://wetter.example.de/artikel/herbststurm" in report and "Ein kräftiger Herbststurm" in report
     assert "extract: in 5, removed 1" in report and "https://shop.example.com/category/shoes?page=7" in report
     assert main(["audit", str(tmp_path / "nothing-here")]) == 2
 

@@ -39,7 +39,7 @@ from curate.schema import DOCUMENT_SCHEMA
 from curate.stages.extract import Extract, ExtractParams
 from curate.stages.language import Language, LanguageParams
 
-ENGINES = ("resiliparse", "trafilatura", "curate")  # resiliparse is the default engine
+ENGINES = ("resiliparse", "trafilatura", "curate")  # resiliparse: the stage's default; curate: the recipes'
 MARGIN = 0.02
 
 # Measured on the shared pages (2026-11): token-bag precision / recall / F1 on scrapinghub-aeb, and
@@ -49,12 +49,12 @@ MEASURED = {
     "trafilatura": {"precision": 0.9537, "recall": 0.9749, "f1": 0.9642, "with": 0.9098, "without": 0.9231},
     # resiliparse's main content, then the line classifier, rebuilt by the test session (in-sample: it was
     # trained on these pages; the held-out cross-check is test_boilerplate_model_rebuilds_and_holds_out)
-    "curate": {"precision": 0.9902, "recall": 0.9838, "f1": 0.9870, "with": 0.9625, "without": 0.9983},
+    "curate": {"precision": 0.9908, "recall": 0.9840, "f1": 0.9874, "with": 0.9625, "without": 0.9983},
 }
 #: The line classifier's figures on pages neither it nor its threshold saw (two halves, each scored by the
-#: model trained on the other), as classifiers/boilerplate/train.py prints them. 'with' (0.910) is below the
+#: model trained on the other), as classifiers/boilerplate/train.py prints them. 'with' (0.912) is below the
 #: issue's goal of 0.93: the floor is what is measured, not the goal (README, "Extraction engines").
-HELD_OUT = {"precision": 0.9511, "recall": 0.9774, "f1": 0.9641, "with": 0.9098, "without": 0.9092}
+HELD_OUT = {"precision": 0.9500, "recall": 0.9768, "f1": 0.9632, "with": 0.9116, "without": 0.9039}
 TRAIN = Path(__file__).resolve().parents[2] / "classifiers" / "boilerplate" / "train.py"
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "src" / "curate" / "io" / "data" / "boilerplate.json"
 

@@ -76,14 +76,19 @@ def page_lines(html_text: str) -> Lines:
 
     Resiliparse's main content, unless it holds under ``SHORT_MAIN_CONTENT`` characters: then its
     heuristics most often missed the article (a body built of teasers, comments or ticker entries), and
-    the classifier reads the whole page instead. The page is parsed once for both passes (extracting from
-    a parsed tree gives the same text as from the string, and does not change the tree).
+    the classifier reads the whole page instead, less its ``<nav>`` elements (navigation by definition; a
+    category page that is all links then stays empty; held-out precision 0.949 -> 0.950, ``with``
+    0.920 -> 0.912, ``without`` 0.900 -> 0.904). The page is parsed once for both passes (extracting
+    from a parsed tree gives the same text as from the string, and does not change the tree).
     """
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html_text)
     raws, texts = _lines(tree, main_content=True)
     if sum(map(len, texts)) < SHORT_MAIN_CONTENT:
+        if tree.body is not None:
+            for node in tree.body.query_selector_all("nav"):
+                node.decompose()
         return (*_lines(tree, main_content=False), True)
     return raws, texts, False
 
