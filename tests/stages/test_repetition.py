@@ -363,6 +363,19 @@ def test_tokenizer_never_downloads(monkeypatch) -> None:
         Tokenizer()
 
 
+def test_measure_removed_judges_a_page_emptied_by_the_boilerplate_classifier_by_what_it_cut() -> None:
+    """The curate extractor may cut a whole "mmmm" page as boilerplate; removed as empty_text, the page is
+    measured with its cut lines, so its source is still seen. A page with text keeps being judged by it."""
+    batch = documents(["", "A calm, ordinary sentence about gardens and weather. " * 3, ""])
+    batch = batch.append_column("extract_boilerplate", pa.array(["m" * 500, "-" * 300, "Home | About"]))
+    batch = mark_removed(batch, pa.array([True, False, True]), "extract", "empty_text", 0.0, 50.0)
+    out = Repetition(RepetitionParams(measure_removed=True))(batch).sort_by("id").to_pylist()
+    assert [r["repetition_pathological"] for r in out] == [True, False, False]
+    assert out[0]["repetition_char_run"] == 500 and out[1]["repetition_char_run"] < 81
+    assert [(r["removed_by"], r["reason"]) for r in out] == [("extract", "empty_text"), (None, None),
+                                                             ("extract", "empty_text")]
+
+
 def test_measure_removed_scores_rows_removed_earlier_without_remarking_them() -> None:
     batch = documents(["m" * 500, "m" * 500, "A calm, ordinary sentence about gardens and weather."])
     batch = mark_removed(batch, pa.array([True, False, False]), "language", "low_language_score", 0.3, 0.65)

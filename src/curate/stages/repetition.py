@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate.registry import register
@@ -93,7 +94,8 @@ class RepetitionParams(StageParams):
         False,
         description="also measure rows earlier stages removed (sets repetition_pathological on them, never "
         "re-marks them), so source_quarantine counts a pathological page that, say, the language filter "
-        "removed first; costs the stage's time on every row",
+        "removed first (a page extract removed as empty_text is measured with the lines its boilerplate "
+        "classifier cut); costs the stage's time on every row",
     )
 
     @model_validator(mode="after")
@@ -314,7 +316,7 @@ class Repetition(DocumentStage):
         }
 
     def process(self, batch: pa.Table) -> pa.Table:
-        texts = [t or "" for t in batch["text"].to_pylist()]
+        texts = self._measured_texts(batch)
         columns = self.measure(texts)
         for name, values in columns.items():
             batch = set_column(batch, name, values)
@@ -343,3 +345,17 @@ class Repetition(DocumentStage):
 
     def measures_removed_rows(self) -> bool:
         return self.params.measure_removed
+
+    def _measured_texts(self, batch: pa.Table) -> list[str]:
+        """Each row's text; with ``measure_removed``, a page ``extract`` removed as ``empty_text`` is
+        measured with the lines its boilerplate classifier cut (``extract_boilerplate``), all that page
+        had: a page of "mmmm" is no prose to that classifier, and source_quarantine must still see it."""
+        texts = [t or "" for t in batch["text"].to_pylist()]
+        if not self.params.measure_removed or "extract_boilerplate" not in batch.column_names:
+            return texts
+        emptied = pc.and_(pc.equal(batch["removed_by"], "extract"), pc.equal(batch["reason"], "empty_text"))
+        cut = batch["extract_boilerplate"].to_pylist()
+        for i in np.flatnonzero(pc.fill_null(emptied, False).to_numpy(zero_copy_only=False)):
+            if cut[i]:
+                texts[i] = f"{texts[i]}\n{cut[i]}" if texts[i] else cut[i]
+        return texts
