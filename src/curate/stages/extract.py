@@ -171,7 +171,7 @@ class Extract(DocumentStage):
         that fails, page by page, so that only the page at fault becomes an error."""
         ready = [i for i, (status, _) in enumerate(outcomes) if status == "ok"]
         try:
-            done = list(zip(["ok"] * len(ready), finish_pages([outcomes[i][1] for i in ready], self.params)))
+            done = [("ok", e) for e in finish_pages([outcomes[i][1] for i in ready], self.params)]
         except Exception:  # noqa: BLE001 - isolate the page, below
             done = [self._finish_one(outcomes[i][1]) for i in ready]
         out = list(outcomes)
