@@ -380,6 +380,18 @@ def hash_partition(keys: pa.ChunkedArray | pa.Array, partitions: int) -> pa.Arra
     return pa.array(per_value[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
+def route(rows: pa.Table, partitions: int, round_name: str) -> tuple[pa.Table, pa.Array]:
+    """A map output's rows (less ``_partition``) and the partition of each: the one the map chose in its
+    ``_partition`` column, else the hash of ``key``."""
+    if PARTITION_COLUMN not in rows.column_names:
+        return rows, hash_partition(rows["key"], partitions)
+    chosen = pc.cast(rows[PARTITION_COLUMN], pa.int64())
+    bounds = pc.min_max(chosen)
+    if chosen.null_count or bounds["min"].as_py() < 0 or bounds["max"].as_py() >= partitions:
+        raise ValueError(f"round {round_name!r}: map output routes rows outside partitions 0..{partitions - 1}")
+    return rows.drop_columns([PARTITION_COLUMN]), chosen.combine_chunks()
+
+
 def _mix64(values):
     """The splitmix64 finaliser: spreads sequential or structured integers over all 64 bits."""
     import numpy as np
@@ -431,7 +443,7 @@ class MapJob:
         written: dict[int, str] = {}
         counted = rows.num_rows if self.round.progress is None else int(pc.sum(rows[self.round.progress]).as_py() or 0)
         if rows.num_rows:
-            buckets = hash_partition(rows["key"], self.partitions)
+            rows, buckets = route(rows, self.partitions, self.round.name)
             for p in pc.unique(buckets).to_pylist():
                 rel = shuffle_path(self.round_dir, p, unit.unit)
                 _write_table(fs, f"{root}/{rel}", rows.filter(pc.equal(buckets, p)))
@@ -515,9 +527,22 @@ def _with_partition(group: pa.Table, partition: int) -> pa.Table:
 
 
 def _write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    """A round's file, zstd-compressed except columns of hash values (:func:`_is_hash_column`): those are
+    incompressible, and trying zstd and a dictionary on them doubled the write and read of signatures."""
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    raw = {f.name for f in table.schema if _is_hash_column(f.type)}
     with atomic_path(fs, path) as tmp:
-        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        pq.write_table(table, tmp, filesystem=fs,
+                       compression={name: "none" if name in raw else "zstd" for name in table.column_names},
+                       use_dictionary=[name for name in table.column_names if name not in raw])
+
+
+def _is_hash_column(type_: pa.DataType) -> bool:
+    """Unsigned 32/64-bit integers, or lists of them: in rounds' files these are hashes (MinHash signatures,
+    shingle sets, band keys), uniformly random bits."""
+    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        type_ = type_.value_type
+    return pa.types.is_uint32(type_) or pa.types.is_uint64(type_)
 
 
 def data_bytes(fs: fsspec.AbstractFileSystem | None, root: str | None, paths: Sequence[str],
@@ -636,6 +661,7 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
     sources: dict[str, list[UnitData]] = {"documents": [_Memory(u, t, "documents") for u, t in units.items()]}
     removals, reports = [], []
     done: set[str] = set()  # rounds run so far (an output they wrote nothing to is empty, not unknown)
+    by_partition: dict[str, tuple[int, dict[int, pa.Table]]] = {}  # an output's partition count and tables
     rounds = stage.rounds()
     round_ = next(rounds, None)
     while round_ is not None:
@@ -652,12 +678,19 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                 mapped.append(rows)
         rows = pa.concat_tables(mapped, promote_options="permissive") if mapped else pa.table({"key": pa.array([])})
         count = round_.partitions or partitions
-        buckets = hash_partition(rows["key"], count) if rows.num_rows else pa.nulls(0, pa.int64())
+        rows, buckets = route(rows, count, round_.name) if rows.num_rows else (rows, pa.nulls(0, pa.int64()))
+        for key in round_.beside:
+            if by_partition.get(key, (count,))[0] != count:
+                raise ValueError(f"round {round_.name!r} reads {key!r} beside its shuffle with other partitions")
         outputs: dict[str, list[pa.Table]] = {}
+        partition_outputs: dict[str, dict[int, pa.Table]] = {}
         for p in range(count):
             part = rows.filter(pc.equal(buckets, p))
             if not part.num_rows:
                 continue  # as in the runner: a partition no map wrote to has no reduce
+            beside = [by_partition[key][1][p] for key in round_.beside if p in by_partition.get(key, (0, {}))[1]]
+            if beside:
+                part = pa.concat_tables([part, *beside], promote_options="permissive")
             for name, table in round_.reduce(_with_partition(part, p)).items():
                 if name == ARTIFACTS:
                     if output is None:
@@ -665,12 +698,14 @@ def run_rounds_locally(stage: GlobalStage, units: dict[str, pa.Table], partition
                     write_artifacts(fsspec.filesystem("file"), output, round_, table)
                     continue
                 outputs.setdefault(name, []).append(table)
+                partition_outputs.setdefault(name, {})[p] = table
         merged = {name: pa.concat_tables(tables, promote_options="permissive") for name, tables in outputs.items()}
         removals += [merged.pop("removals")] if "removals" in merged else []
         reports += [merged.pop("report")] if "report" in merged else []
         for name in merged:
             key = f"{round_.name}/{name}"
             sources[key] = [_Memory(f"p{i:05d}", t, key) for i, t in enumerate(outputs[name]) if t.num_rows]
+            by_partition[key] = (count, {p: t for p, t in partition_outputs[name].items() if t.num_rows})
         done.add(round_.name)
         result = RoundResult(partitions=count, rows_in=rows.num_rows,
                              outputs={name: sum(t.num_rows for t in tables) for name, tables in outputs.items()},

@@ -455,21 +455,21 @@ class Runner:
                                                            for u in sorted(upstream)]}
         removals: dict[str, list[str]] = defaultdict(list)
         reports: list[str] = []
-        done: set[str] = set()  # rounds run so far
+        finished: dict[str, dict[str, Any]] = {}  # markers of the rounds run so far, by round name
         rounds = stage.rounds()
         round_, index = next(rounds, None), 0
         while round_ is not None:
             name = f"{index:02d}-{round_.name}"
             marker = markers.get(name)
             if marker is None:
-                marker = self._run_round(pool, step, round_, f"{rounds_dir}/{name}", sources, done, digest)
+                marker = self._run_round(pool, step, round_, f"{rounds_dir}/{name}", sources, finished, digest)
                 write_text_atomic(self.fs, f"{self.root}/{rounds_dir}/{name}.json", json.dumps(marker))
             else:
                 log(f"resume: {stage.name} round {name} already done, reusing it")
             for owner, paths in marker["removals"].items():
                 removals[owner] += paths
             reports += marker["files"].get("report", [])
-            done.add(round_.name)  # the round ran: an output of it that wrote nothing is empty, not unknown
+            finished[round_.name] = marker  # the round ran: an output of it that wrote nothing is empty, not unknown
             for output, paths in marker["files"].items():
                 if output == ARTIFACTS:
                     continue  # the stage's product (token shards), not Parquet for later rounds
@@ -508,14 +508,15 @@ class Runner:
         for marker in self.fs.glob(f"{path}/*.json"):
             with self.fs.open(marker, "r") as f:
                 markers[marker.rsplit("/", 1)[-1].removesuffix(".json")] = json.load(f)
-        if any(m.get("digest") != digest for m in markers.values()):
+        if any(m.get("digest") != digest or "partition_files" not in m for m in markers.values()):
             log(f"{rounds_dir}: the step's input changed since it ran; redoing it")
             self.fs.rm(path, recursive=True)
             return {}
         return markers
 
     def _run_round(self, pool: Pool, step: Step, round_: ShuffleRound, round_dir: str,
-                   sources: dict[str, list[MapUnit]], done: set[str], digest: str) -> dict[str, Any]:
+                   sources: dict[str, list[MapUnit]], finished: dict[str, dict[str, Any]], digest: str
+                   ) -> dict[str, Any]:
         stage: GlobalStage = step.stages[0]
         for name, patterns in round_.inputs.items():
             try:
@@ -524,7 +525,7 @@ class Runner:
                 raise GlobalStageError(f"{stage.name}: round {round_.name!r}: {exc}") from exc
             key = f"input:{name}"
             sources[key] = [MapUnit(f"{name}.in{i:05d}", (uri,), key, external=True) for i, uri in enumerate(uris)]
-        missing = [s for s in round_.sources if s not in sources and s.split("/")[0] not in done]
+        missing = [s for s in (*round_.sources, *round_.beside) if s not in sources and s.split("/")[0] not in finished]
         if missing:
             raise GlobalStageError(f"{stage.name}: round {round_.name!r} reads {missing[0]!r}, which no earlier "
                                    f"round produced (known: {', '.join(sorted(sources))})")
@@ -541,6 +542,7 @@ class Runner:
             size = data_bytes(self.fs, self.root, internal, columns) + \
                 data_bytes(None, None, external, columns, self.profile.storage_options)
             partitions = max(1, math.ceil(size / (round_.partition_bytes or self.profile.shuffle_partition_bytes)))
+        beside = self._beside(round_, partitions, finished, stage.name)
         t0 = time.time()
         label = f"{stage.name} {round_.name}"
         done_maps = self._committed_maps(round_dir, {"digest": digest, "partitions": partitions,
@@ -557,7 +559,8 @@ class Runner:
         for unit in sorted(mapped):
             for p, rel in mapped[unit]["files"].items():
                 files[int(p)].append(rel)
-        reduce_units = [ReduceUnit(f"p{p:05d}", p, tuple(paths)) for p, paths in sorted(files.items())]
+        # a partition no map wrote to has no reduce, whatever lies beside it
+        reduce_units = [ReduceUnit(f"p{p:05d}", p, (*paths, *beside.get(p, ()))) for p, paths in sorted(files.items())]
         if round_.artifacts:  # the stage's product (token shards): nothing half-written may stay beside it
             swept = remove_temporaries(self.fs, f"{self.root}/{round_.artifacts}")
             if swept:
@@ -567,20 +570,38 @@ class Runner:
             raise GlobalStageError(_stage_failure(stage.name, f"round {round_.name} reduce", failed))
         outputs: dict[str, int] = defaultdict(int)
         out_files: dict[str, list[str]] = defaultdict(list)
+        partition_files: dict[str, dict[str, list[str]]] = defaultdict(dict)
         removals: dict[str, list[str]] = defaultdict(list)
+        partition_of = {u.unit: u.partition for u in reduce_units}
         for unit in sorted(reduced):
             r = reduced[unit]
             for name, rows in r["outputs"].items():
                 outputs[name] += rows
             for name, paths in r["files"].items():
                 out_files[name] += paths
+                partition_files[name][str(partition_of[unit])] = paths
             for owner, rel in r["removals"].items():
                 removals[owner].append(rel)
         rows_in = sum(m["rows"] for m in mapped.values())
         log(f"{label}: {len(units)} units -> {rows_in} rows in {partitions} partitions "
              f"({size / 1e6:.1f} MB read) -> {dict(outputs)} in {time.time() - t0:.1f}s")
         return {"digest": digest, "partitions": partitions, "rows_in": rows_in, "outputs": dict(outputs),
-                "files": dict(out_files), "removals": dict(removals)}
+                "files": dict(out_files), "partition_files": dict(partition_files), "removals": dict(removals)}
+
+    @staticmethod
+    def _beside(round_: ShuffleRound, partitions: int, finished: dict[str, dict[str, Any]], stage: str
+                ) -> dict[int, list[str]]:
+        """The files of ``round_.beside`` by partition; their rounds must have had ``partitions`` too."""
+        beside: dict[int, list[str]] = defaultdict(list)
+        for key in round_.beside:
+            earlier, output = key.split("/", 1)
+            marker = finished[earlier]
+            if marker["partitions"] != partitions:
+                raise GlobalStageError(f"{stage}: round {round_.name!r} reads {key!r} beside its shuffle, but "
+                                       f"{earlier!r} had {marker['partitions']} partitions, not {partitions}")
+            for p, paths in marker["partition_files"].get(output, {}).items():
+                beside[int(p)] += paths
+        return beside
 
     def _committed_maps(self, round_dir: str, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Map units an interrupted attempt of this round committed, if it planned the same shuffle (same input

@@ -179,6 +179,12 @@ class ShuffleRound:
     ``"input:<name>"``, Parquet files outside this run listed in ``inputs[name]`` (URIs or globs, e.g. an
     earlier run's signatures; read with the run's storage options).
 
+    A map may route its rows itself with an int ``_partition`` column (instead of the hash of ``key``), and
+    ``beside`` names outputs of earlier rounds whose partition ``p`` the reduce of partition ``p`` reads as it
+    is, beside the shuffled rows: a co-partitioned join that moves only the small side (component labels
+    routed to the partitions that hold the signatures, not the signatures shuffled again). Such a round
+    gives ``partitions`` equal to those outputs' rounds.
+
     ``reduce`` receives a partition's rows (with a ``_partition`` column holding its number) and returns
     named tables: ``removals`` (``id``, ``reason``, ``score``, ``threshold`` and optional extra columns that
     are joined onto the removed documents) are shuffled back to the units that hold those ids; ``report``
@@ -193,6 +199,8 @@ class ShuffleRound:
     reduce: Callable[[pa.Table], dict[str, pa.Table]]
     source: str | tuple[str, ...] = "documents"
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``"<round>/<output>"`` of earlier rounds read per partition, unshuffled (see above).
+    beside: tuple[str, ...] = ()
     #: Outputs small enough to hand back whole to the stage's generator (``RoundResult.tables``), so a
     #: later round can depend on them (a histogram → a threshold); keep them to thousands of rows.
     collect: tuple[str, ...] = ()

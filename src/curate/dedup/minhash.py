@@ -396,14 +396,16 @@ class MinHashDedup(GlobalStage):
             inputs[f"against{k}_signatures"] = (round_output_glob(folder, SIGNATURE_ROUND, "signatures"),)
             inputs[f"against{k}_kept"] = (f"{folder}/kept/*.parquet",)
             sources += [f"input:against{k}_signatures", f"input:against{k}_kept"]
-        yield ShuffleRound(SIGNATURE_ROUND, map=self.map_signatures, reduce=self.reduce_signatures,
-                           source=tuple(sources), inputs=inputs)
+        signed_result = yield ShuffleRound(SIGNATURE_ROUND, map=self.map_signatures, reduce=self.reduce_signatures,
+                                           source=tuple(sources), inputs=inputs)
         signed = f"{SIGNATURE_ROUND}/signatures"
         result = yield ShuffleRound("buckets", map=self.map_buckets, reduce=self.reduce_buckets, source=signed)
         if not result.outputs.get("edges"):
             return  # no candidate pair anywhere
         edges = yield from self.components("buckets/edges")
-        yield ShuffleRound("members", map=self.map_members, reduce=self.reduce_members, source=(signed, edges))
+        # labels go to the partitions holding their nodes' signatures (a node id starts with its partition)
+        yield ShuffleRound("members", map=self.map_members, reduce=self.reduce_members, source=edges,
+                           beside=(signed,), partitions=signed_result.partitions)
         yield ShuffleRound("clusters", map=self.map_clusters, reduce=self.reduce_clusters, source="members/members")
 
     def components(self, edges: str) -> Generator[ShuffleRound, RoundResult, str]:
@@ -557,28 +559,27 @@ class MinHashDedup(GlobalStage):
     # -- 4. component labels joined with signatures
 
     def map_members(self, unit: UnitData) -> pa.Table:
-        if unit.source.endswith("/signatures"):
-            columns = ["node", "id", UNIT_COLUMN, "origin", "rank", "signature"]
-            if self.params.verify:
-                columns.append("shingles")
-            rows = unit.read(columns)
-            return rows.rename_columns(["key", *columns[1:]])
         e = unit.read(["u", "v"])  # converged: every edge is (component minimum, member)
         u, v = e["u"].to_numpy(zero_copy_only=False), e["v"].to_numpy(zero_copy_only=False)
-        return pa.table({"key": pa.array(np.concatenate([v, u])), "label": pa.array(np.concatenate([u, u])),
-                         UNIT_COLUMN: pa.nulls(2 * len(u), pa.string())})
+        nodes = np.concatenate([v, u])
+        return pa.table({"key": pa.array(nodes), "label": pa.array(np.concatenate([u, u])),
+                         UNIT_COLUMN: pa.nulls(2 * len(u), pa.string()),
+                         PARTITION_COLUMN: pa.array(nodes >> np.int64(32))})
 
     def reduce_members(self, group: pa.Table) -> dict[str, pa.Table]:
-        group = group.drop_columns([PARTITION_COLUMN])
-        labelled = group.filter(pc.is_valid(_column(group, "label", pa.int64())))
-        signed = group.filter(pc.is_valid(_column(group, "id", pa.string())))
-        if not labelled.num_rows or not signed.num_rows:
-            return {"members": signed.slice(0, 0).drop_columns([c for c in ("label",) if c in signed.column_names])}
+        """The signed rows of this partition (beside the shuffle) that have a component label, keyed by it."""
+        columns = ["node", "id", UNIT_COLUMN, "origin", "rank", "signature"] + (["shingles"] if self.params.verify
+                                                                                 else [])
+        if "node" not in group.column_names:
+            raise ValueError(f"{self.name} members: partition {group[PARTITION_COLUMN][0]} has component labels "
+                             "but no signatures beside them")
+        labelled = group.filter(pc.is_valid(group["label"]))
+        signed = group.filter(pc.is_valid(group["node"])).select(columns)
         labels = labelled.group_by("key", use_threads=False).aggregate([("label", "min")])
-        index = pc.index_in(signed["key"], labels["key"])
-        members = signed.filter(pc.is_valid(index)).drop_columns(["label"])
+        index = pc.index_in(signed["node"], labels["key"])
+        members = signed.filter(pc.is_valid(index))
         label = pc.take(labels["label_min"], index.filter(pc.is_valid(index)))
-        return {"members": members.set_column(members.schema.get_field_index("key"), "key", label)}
+        return {"members": members.set_column(0, "key", label)}
 
     # -- 5. one cluster per component: representatives and removals
 
