@@ -508,8 +508,11 @@ class Runner:
         for marker in self.fs.glob(f"{path}/*.json"):
             with self.fs.open(marker, "r") as f:
                 markers[marker.rsplit("/", 1)[-1].removesuffix(".json")] = json.load(f)
-        if any(m.get("digest") != digest or "partition_files" not in m for m in markers.values()):
-            log(f"{rounds_dir}: the step's input changed since it ran; redoing it")
+        stale = [m for m in markers.values() if m.get("digest") != digest or "partition_files" not in m]
+        if stale:
+            why = ("the step's input changed since it ran" if any(m.get("digest") != digest for m in stale)
+                   else "its round markers predate the per-partition file lists")
+            log(f"{rounds_dir}: {why}; redoing it")
             self.fs.rm(path, recursive=True)
             return {}
         return markers
