@@ -31,7 +31,11 @@ the cores it used: ``--workers``, or one where a single input runs in one worker
 task on one core); per stage, documents in over stage seconds.
 
 Also: the same curate run with ``--workers 1`` and ``--workers 2`` (scaling), and on a corpus twice the
-size (memory flatness: the largest single process's peak RSS, 2x over 1x, goal ~1.0).
+size (memory flatness: the largest single process's peak RSS, 2x over 1x, goal ~1.0). With ``--workers``
+W > 1, both tools run once more on the same number of responses spread over W files with W workers each
+(datatrove: W tasks on W processes per step), so the W-worker ratio compares the two with the same CPUs busy:
+on a host whose cores share resources (two vCPUs of one physical core here) every process runs slower when
+both are busy, and a one-worker datatrove rate would charge that only to curate.
 
     python bench/run_all.py                                   # 50,000 responses (100,000 for 2x); datatrove on 1,000
     python bench/run_all.py --records 8000 --datatrove-records 600
@@ -162,8 +166,10 @@ def run_curate(pipeline: Path, inputs: list[Path], out: Path, workers: int, log:
 
 # ---- datatrove ------------------------------------------------------------------------------------------
 
-def datatrove_child(inputs: list[str], out: str) -> int:
-    """``python bench/run_all.py --datatrove-child OUT WARC...``: the equivalent pipeline; ``OUT/report.json``."""
+def datatrove_child(inputs: list[str], out: str, workers: int = 1) -> int:
+    """``python bench/run_all.py --datatrove-child OUT WARC... [--datatrove-workers W]``: the equivalent
+    pipeline; ``OUT/report.json``. With W workers every per-file step runs W tasks on W processes, as its
+    FineWeb example spreads them (the buckets step: one task per band), and the cluster step one task."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (
         MinhashDedupBuckets,
@@ -218,13 +224,14 @@ def datatrove_child(inputs: list[str], out: str) -> int:
         return JsonlReader(str(root / "filtered"), compression=None)
 
     steps = {
-        "filtering": LocalPipelineExecutor(filtering, tasks=1, workers=1, logging_dir=str(root / "logs" / "filtering")),
+        "filtering": LocalPipelineExecutor(filtering, tasks=workers, workers=workers,
+                                           logging_dir=str(root / "logs" / "filtering")),
         "minhash_signatures": LocalPipelineExecutor(
             [reader(), MinhashDedupSignature(output_folder=str(root / "sigs"), config=config)],
-            tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_signatures")),
+            tasks=workers, workers=workers, logging_dir=str(root / "logs" / "minhash_signatures")),
         "minhash_buckets": LocalPipelineExecutor(
             [MinhashDedupBuckets(input_folder=str(root / "sigs"), output_folder=str(root / "buckets"), config=config)],
-            tasks=config.num_buckets, workers=1, logging_dir=str(root / "logs" / "minhash_buckets")),
+            tasks=config.num_buckets, workers=workers, logging_dir=str(root / "logs" / "minhash_buckets")),
         "minhash_cluster": LocalPipelineExecutor(
             [MinhashDedupCluster(input_folder=str(root / "buckets"), output_folder=str(root / "remove"),
                                  config=config)], tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_cluster")),
@@ -232,7 +239,7 @@ def datatrove_child(inputs: list[str], out: str) -> int:
             [reader(), MinhashDedupFilter(input_folder=str(root / "remove"), exclusion_writer=excluded("minhash")),
              DocumentTokenizer(str(root / "tokens"), tokenizer_name_or_path=str(tokenizer.path),
                                eos_token=tokenizer.eos_token)],
-            tasks=1, workers=1, logging_dir=str(root / "logs" / "minhash_filter+tokenize")),
+            tasks=workers, workers=workers, logging_dir=str(root / "logs" / "minhash_filter+tokenize")),
     }
     seconds = {}
     for name, executor in steps.items():
@@ -252,14 +259,15 @@ def _total(value) -> float:
     return value.get("total", 0) if isinstance(value, dict) else value
 
 
-def run_datatrove(inputs: list[Path], out: Path, log: Path, timeout_s: float) -> Proc:
+def run_datatrove(inputs: list[Path], out: Path, log: Path, timeout_s: float, workers: int = 1) -> Proc:
     shutil.rmtree(out, ignore_errors=True)
-    proc = spawn([sys.executable, str(Path(__file__).resolve()), "--datatrove-child", str(out), *map(str, inputs)],
-                 log, timeout_s)
+    proc = spawn([sys.executable, str(Path(__file__).resolve()), "--datatrove-child", str(out), *map(str, inputs),
+                  "--datatrove-workers", str(workers)], log, timeout_s)
     if proc.rc != 0 or not (out / "report.json").is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise SystemExit(f"the datatrove child exited {proc.rc}; log {log}:\n{tail}")
     proc.info = json.loads((out / "report.json").read_text())
+    proc.info["cores"] = workers
     return proc
 
 
@@ -294,6 +302,16 @@ def first_responses(paths: list[Path], n: int, folder: Path) -> list[Path]:
 
     shutil.rmtree(folder, ignore_errors=True)
     return subset(paths, n, folder)
+
+
+def spread_responses(paths: list[Path], n: int, files: int, folder: Path) -> list[Path]:
+    """WARCs holding ``n`` responses as the first ``n / files`` of each of the first ``files`` WARCs: a subset
+    ``files`` workers of either tool share evenly (a single file would be one task)."""
+    from extract import subset
+
+    shutil.rmtree(folder, ignore_errors=True)
+    shares = [n // files + (k < n % files) for k in range(files)]
+    return [part for path, share in zip(paths, shares, strict=False) for part in subset([path], share, folder)]
 
 
 # ---- reports --------------------------------------------------------------------------------------------
@@ -382,7 +400,7 @@ def per_core(n: float, seconds: float, cores: int = 1) -> float:
 
 
 def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: int, dt_root: Path,
-           manifest: dict) -> None:
+           manifest: dict, sub_w: Proc | None = None, dtv_w: Proc | None = None) -> None:
     full_n = full.info["responses"]
     print(f"\n== curate {PIPELINE} and datatrove's equivalent "
           f"(datatrove on the first {sub_n} of {full_n} responses; rates per core)")
@@ -419,9 +437,12 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
         print(f"  {stage:<22} {c.get('in', 0):>9} {c.get('in', 0) - c.get('removed', 0):>7} "
               f"{per_core(c.get('in', 0), c.get('seconds', 0)):>8.1f} | {'(none in datatrove)':>29}")
 
-    dt_run = sum(dtv.info["seconds"].values())
-    dt_fixed = dtv.wall - dt_run
-    dt_scaled = dt_fixed + dt_run / sub_n * full_n
+    def scaled(proc: Proc) -> tuple[float, float, float]:
+        """datatrove's whole-process seconds for the full corpus: its fixed cost plus its run time scaled."""
+        run = sum(proc.info["seconds"].values())
+        return proc.wall - run + run / sub_n * full_n, proc.wall - run, run
+
+    dt_scaled, dt_fixed, dt_run = scaled(dtv)
     rates = {
         "curate, full": per_core(full_n, full.wall, full.info["cores"]),
         "curate, --workers 1": per_core(full_n, w1.wall, w1.info["cores"]),
@@ -429,19 +450,34 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
         "datatrove, subset": per_core(sub_n, dtv.wall),
         "datatrove, scaled": per_core(full_n, dt_scaled),
     }
+    measured = [("curate", full, full_n), ("curate, --workers 1", w1, full_n), ("curate, subset", sub, sub_n),
+                ("datatrove, subset", dtv, sub_n)]
+    if sub_w is not None and dtv_w is not None:
+        w = args.workers
+        measured += [(f"curate, subset, w{w}", sub_w, sub_n), (f"datatrove, subset, w{w}", dtv_w, sub_n)]
     print("\n  end to end (whole process, responses per second per core, peak RSS of the largest process):")
-    for label, proc, n in (("curate", full, full_n), ("curate, --workers 1", w1, full_n), ("curate, subset", sub, sub_n),
-                           ("datatrove, subset", dtv, sub_n)):
-        cores = proc.info.get("cores", 1)  # datatrove: one task, one core
+    for label, proc, n in measured:
+        cores = proc.info.get("cores", 1)
         print(f"    {label:<22} {n:>7} responses {proc.wall:8.1f} s {per_core(n, proc.wall, cores):8.1f} docs/s/core"
               f"  on {cores} core(s), peak RSS per worker {proc.rss_mb:6.0f} MB")
     print(f"    {'datatrove, scaled':<22} {full_n:>7} responses {dt_scaled:8.1f} s {rates['datatrove, scaled']:8.1f} "
           f"docs/s/core  (fixed {dt_fixed:.1f} s + {dt_run:.1f} s run x {full_n}/{sub_n})")
+    if sub_w is not None and dtv_w is not None:
+        w_scaled, w_fixed, w_run = scaled(dtv_w)
+        rates[f"datatrove, scaled, w{w}"] = per_core(full_n, w_scaled, w)
+        print(f"    {f'datatrove, scaled, w{w}':<22} {full_n:>7} responses {w_scaled:8.1f} s "
+              f"{rates[f'datatrove, scaled, w{w}']:8.1f} docs/s/core  (fixed {w_fixed:.1f} s + {w_run:.1f} s run x "
+              f"{full_n}/{sub_n})")
     print(f"  ratio curate/datatrove end to end, the same {sub_n} responses (both measured): "
           f"{rates['curate, subset'] / rates['datatrove, subset']:.1f}x")
     print(f"  ratio curate/datatrove end to end, {full_n} responses (datatrove scaled from {sub_n}): "
           f"{rates['curate, full'] / rates['datatrove, scaled']:.1f}x; curate --workers 1 (one core each): "
           f"{rates['curate, --workers 1'] / rates['datatrove, scaled']:.1f}x")
+    if sub_w is not None and dtv_w is not None:
+        both = per_core(sub_n, sub_w.wall, sub_w.info["cores"]) / per_core(sub_n, dtv_w.wall, w)
+        print(f"  ratio curate/datatrove end to end, {w} workers each (the same CPUs busy on both sides): the same "
+              f"{sub_n} responses in {w} files (both measured) {both:.1f}x; {full_n} responses (datatrove scaled "
+              f"from {sub_n}) {rates['curate, full'] / rates[f'datatrove, scaled, w{w}']:.1f}x")
     print(f"  ratio peak RSS per worker curate/datatrove (subset): {sub.rss_mb / dtv.rss_mb:.2f}")
     print(f"  scaling: --workers 1 {per_core(full_n, w1.wall):.1f} docs/s ({w1.wall:.1f} s), --workers {args.workers} "
           f"{per_core(full_n, full.wall):.1f} docs/s ({full.wall:.1f} s): ratio w{args.workers}/w1 "
@@ -449,7 +485,10 @@ def report(args, full: Proc, w1: Proc, sub: Proc, dtv: Proc, big: Proc, sub_n: i
     big_n = big.info["responses"]
     print(f"  memory flatness (--workers {args.workers}): peak RSS per worker {full.rss_mb:.0f} MB at {full_n} "
           f"responses, {big.rss_mb:.0f} MB at {big_n}: ratio 2x/1x {big.rss_mb / full.rss_mb:.2f} (goal ~1.00)")
-    for label, proc in (("1x", full), ("--workers 1", w1), ("subset", sub), ("2x", big)):
+    checked = [("1x", full), ("--workers 1", w1), ("subset", sub), ("2x", big)]
+    if sub_w is not None:
+        checked.insert(3, (f"subset, w{args.workers}", sub_w))
+    for label, proc in checked:
         print(f"  curate conservation ({label}): {'OK' if proc.info['ok'] else 'FAILED'}: {proc.info['conservation']}")
     print(f"\n  filter decisions on the {sub_n} responses (curate: its engine's text; datatrove: trafilatura's):")
     print("\n".join(agreement(sub, dtv, dt_root)))
@@ -469,9 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600, help="seconds any one run may take")
     ap.add_argument("--smoke", action="store_true", help="24 and 48 responses, datatrove on 12")
     ap.add_argument("--datatrove-child", nargs="+", metavar="OUT WARC", help=argparse.SUPPRESS)
+    ap.add_argument("--datatrove-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.datatrove_child:
-        return datatrove_child(args.datatrove_child[1:], args.datatrove_child[0])
+        return datatrove_child(args.datatrove_child[1:], args.datatrove_child[0], args.datatrove_workers)
     from texts import shared_data
 
     shared_data()  # no shared data, no measurement: fail loudly
@@ -486,19 +526,28 @@ def main(argv: list[str] | None = None) -> int:
     from extract import count_responses
 
     sub_n = count_responses(sub)
+    spread = args.workers > 1 and len(one) >= args.workers  # the subset again, in one file per worker
+    sub_w = spread_responses(one, sub_n, args.workers, work / "subset-w") if spread else []
     logs = work / "logs"
     pipeline = recipe(work)
     runs = {}
-    for name, inputs, workers in (("1x", one, args.workers), ("w1", one, 1), ("subset", sub, args.workers),
-                                  ("2x", two, args.workers)):
+    plan = [("1x", one, args.workers), ("w1", one, 1), ("subset", sub, args.workers),
+            *([("subset-w", sub_w, args.workers)] if spread else []), ("2x", two, args.workers)]
+    for name, inputs, workers in plan:
         runs[name] = run_curate(pipeline, inputs, work / f"out-{name}", workers, logs / f"curate-{name}.log", args.timeout)
         print(f"  curate {name}: {runs[name].info['responses']} responses, --workers {workers}: "
               f"{runs[name].wall:.1f} s, peak RSS per worker {runs[name].rss_mb:.0f} MB; "
               f"{runs[name].info['conservation']}", flush=True)
     dtv = run_datatrove(sub, work / "datatrove", logs / "datatrove.log", args.timeout)
     print(f"  datatrove: {sub_n} responses, {dtv.wall:.1f} s, peak RSS {dtv.rss_mb:.0f} MB", flush=True)
+    dtv_w = None
+    if spread:
+        dtv_w = run_datatrove(sub_w, work / "datatrove-w", logs / "datatrove-w.log", args.timeout, args.workers)
+        print(f"  datatrove, {args.workers} workers: {sub_n} responses in {len(sub_w)} files, {dtv_w.wall:.1f} s, "
+              f"peak RSS per worker {dtv_w.rss_mb:.0f} MB", flush=True)
     manifest = json.loads((work / "corpus-1x" / "manifest.json").read_text())
-    report(args, runs["1x"], runs["w1"], runs["subset"], dtv, runs["2x"], sub_n, work / "datatrove", manifest)
+    report(args, runs["1x"], runs["w1"], runs["subset"], dtv, runs["2x"], sub_n, work / "datatrove", manifest,
+           runs.get("subset-w"), dtv_w)
     print(f"\nload average {os.getloadavg()[0]:.2f}; bench took {time.perf_counter() - t0:.0f} s")
     return 0 if all(r.info["ok"] for r in runs.values()) else 1
 

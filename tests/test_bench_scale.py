@@ -111,6 +111,8 @@ def test_run_all_smoke_prints_its_ratios_with_conservation_ok() -> None:
         r"ratio curate/datatrove end to end, the same 12 responses \(both measured\): \d+\.\dx",
         r"ratio curate/datatrove end to end, \d+ responses \(datatrove scaled from 12\): \d+\.\dx",
         r"scaling: --workers 1 .* ratio w2/w1 \d+\.\d\d",
+        (r"ratio curate/datatrove end to end, 2 workers each \(the same CPUs busy on both sides\): the same 12 "
+         r"responses in 2 files \(both measured\) \d+\.\dx; \d+ responses \(datatrove scaled from 12\) \d+\.\dx"),
         (r"memory flatness \(--workers 2\): peak RSS per worker [1-9]\d* MB at \d+ responses, [1-9]\d* MB at \d+: "
          r"ratio 2x/1x \d+\.\d\d"),
         r"  extract +[1-9]\d* +\d+ +\d+\.\d \| +[1-9]\d* +\d+ +\d+\.\d \| +\d+\.\dx",
@@ -124,5 +126,5 @@ def test_run_all_smoke_prints_its_ratios_with_conservation_ok() -> None:
     missing = [pattern for pattern in expected if not re.search(pattern, output)]
     assert not missing, f"{missing} not in:\n{output}"
     conservation = re.findall(r"curate conservation \((.*?)\): (\w+)", output)
-    assert [label for label, _ in conservation] == ["1x", "--workers 1", "subset", "2x"], output
+    assert [label for label, _ in conservation] == ["1x", "--workers 1", "subset", "subset, w2", "2x"], output
     assert all(state == "OK" for _, state in conservation), output
