@@ -28,7 +28,7 @@ import pytest
 
 from curate.registry import get_stage
 from curate.schema import conform, mark_removed
-from curate.stages.repetition import Repetition, RepetitionParams, char_runs, token_runs
+from curate.stages.repetition import Repetition, RepetitionParams, char_runs, may_loop, token_runs
 from curate.tokenizer import Tokenizer
 
 
@@ -385,3 +385,75 @@ def test_measure_removed_scores_rows_removed_earlier_without_remarking_them() ->
         ("language", "low_language_score"), ("repetition", "token_period_run"), (None, None)]
     skipped = Repetition()(batch).sort_by("id").to_pylist()
     assert skipped[0]["repetition_pathological"] is None and skipped[1]["repetition_pathological"] is True
+
+
+# --- the screen that spares the tokenizer rows earlier stages removed -----------------------------------------
+
+#: Pieces of token spans: one-byte and multi-byte characters, spaces and newlines alone, scripts without spaces,
+#: long words with no anchor byte at all; a span of 1-13 tokens is a few of them.
+SPAN_PIECES = [" the", " m", "m", "\n", " ", "ab", "é", "ок", "中文", "🙂", " hello world", "----", ". ", "\t",
+               "xyzxyzq", "longwordwithoutanyanchorbyte", "\n\n", " ,"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_may_loop_flags_every_text_with_a_token_loop(wiki: list[str], seed: int) -> None:
+    """Exactness, whatever the span: texts with a planted loop that the tokenizer counts >= 32 times are
+    always flagged, alone or between other texts, at the start, middle or end of a real article."""
+    rng = np.random.default_rng(seed)
+    tokenizer = Tokenizer()
+    looped = 0
+    for _ in range(150):
+        base = wiki[rng.integers(len(wiki))][: int(rng.integers(0, 3000))]
+        cut = int(rng.integers(len(base) + 1))
+        span = "".join(rng.choice(SPAN_PIECES, size=int(rng.integers(1, 7))))
+        text = base[:cut] + span * int(rng.integers(30, 40)) + base[cut:]
+        if token_runs(tokenizer.encode_batch([text]), 1, 13, 3).count[0] < 32:
+            continue
+        looped += 1
+        before = [wiki[i][:2000] for i in rng.integers(len(wiki), size=int(rng.integers(0, 4)))]
+        after = [wiki[i][:2000] for i in rng.integers(len(wiki), size=int(rng.integers(0, 4)))]
+        assert may_loop([*before, text, *after], 32)[len(before)], (span, cut)
+    assert looped > 50
+
+
+def test_may_loop_agrees_with_the_tokenizer_on_real_pages(page_texts) -> None:
+    """On real page text: every page whose tokens loop 32 times is flagged, and few others are (else the
+    screen would save nothing)."""
+    _, full, main = page_texts
+    texts = full + main
+    loops = token_runs(Tokenizer().encode_batch(texts), 1, 13, 3).count >= 32
+    flagged = may_loop(texts, 32)
+    assert loops.any() and not (loops & ~flagged).any()
+    assert flagged.mean() < 0.15, flagged.mean()
+
+
+def test_may_loop_sees_runs_that_straddle_texts_and_empty_texts() -> None:
+    """Texts lie back to back in one buffer: a run ending one text and beginning the next flags both
+    (harmless), a short one flags neither, and empty texts are never flagged."""
+    assert may_loop(["", "calm " + "m" * 40, "m" * 40 + " calm", ""], 32).tolist() == [False, True, True, False]
+    assert not may_loop(["a calm sentence", "another calm sentence", ""], 32).any()
+    assert may_loop([], 32).tolist() == []
+
+
+def test_measure_removed_tokenizes_removed_rows_only_where_a_loop_is_possible(wiki: list[str], monkeypatch) -> None:
+    """Rows an earlier stage removed get the same ``repetition_pathological`` as when every row is
+    tokenized; their token columns are null where the screen ruled a loop out; kept rows are always measured."""
+    import curate.stages.repetition as module
+
+    texts = [*wiki[:40], "m" * 500, " hello world" * 40, "ordinary words " * 5]
+    removed = pa.array([i % 2 == 0 or i >= 40 for i in range(len(texts))])
+    batch = mark_removed(documents(texts), removed, "language", "low_language_score", 0.3, 0.65)
+    stage = Repetition(RepetitionParams(measure_removed=True))
+    screened = sorted(stage(batch).to_pylist(), key=lambda r: int(r["id"]))
+    monkeypatch.setattr(module, "may_loop", lambda texts, repeats: np.ones(len(texts), dtype=bool))
+    everything = sorted(stage(batch).to_pylist(), key=lambda r: int(r["id"]))
+    assert [r["repetition_pathological"] for r in screened] == [r["repetition_pathological"] for r in everything]
+    assert [r["repetition_pathological"] for r in screened][-3:] == [True, True, False]
+    assert screened[-2]["repetition_count"] >= 32  # the word loop: flagged by the screen, then counted
+    for row, full in zip(screened, everything, strict=True):
+        if row["removed_by"] is None or row["repetition_count"] is not None:
+            assert (row["repetition_count"], row["repetition_n_tokens"]) == (full["repetition_count"],
+                                                                            full["repetition_n_tokens"])
+        else:
+            assert full["repetition_count"] < 32 and row["repetition_n_tokens"] is None
+    assert sum(r["repetition_count"] is None for r in screened) >= 15  # most removed prose skips the tokenizer
