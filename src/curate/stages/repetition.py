@@ -298,8 +298,9 @@ def may_loop(texts: list[str], repeats: int) -> np.ndarray:
     data = np.frombuffer(b"".join(raw) + bytes(_WINDOW), dtype=np.uint8)  # the padding is never a window
     small = _WINDOW // 2
     straddled = np.zeros(len(raw) + 1, dtype=np.int64)  # +1 from each run's first text, -1 after its last
+    flat = _Flat(data[:n], starts, lengths, small)  # texts back to back, no sentinels between them
     for period in range(1, small):
-        run_starts, spans = _Flat(data[:n], starts, lengths, small).runs(period)
+        run_starts, spans = flat.runs(period)
         long_enough = spans - period >= (repeats - 1) * period
         first = np.searchsorted(starts, run_starts[long_enough], side="right") - 1
         last = np.searchsorted(starts, run_starts[long_enough] + spans[long_enough] - 1, side="right") - 1
